@@ -1,0 +1,52 @@
+# The README's commands. Everything installs into .venv from requirements.lock.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit integration bench lock clean kafka-jars
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zapflow needs Python 3.11 or newer (found %s); install it and run make again" % sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/zapflow dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+kafka-jars: $(STAMP)
+	$(BIN)/zapflow kafka fetch
+
+test: lint typecheck kafka-jars
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage combine --quiet || true
+	$(BIN)/coverage report
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: kafka-jars
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+bench: kafka-jars
+	$(BIN)/python -m bench
+
+# Re-resolve every dependency to its newest allowed version and pin it.
+lock:
+	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install --quiet pip-tools
+	.lockvenv/bin/pip-compile --quiet --strip-extras --extra dev --allow-unsafe -o requirements.lock pyproject.toml
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* build *.egg-info

@@ -1,0 +1,1 @@
+"""A single-node Apache Kafka (KRaft) broker run from Maven Central jars, for development and tests."""
