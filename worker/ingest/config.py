@@ -28,6 +28,7 @@ from worker.ingest.backoff import ReconnectPolicy
 DEFAULT_GATEWAY_URL: Final = "ws://localhost:8084/ws/events"
 COMPRESSIONS: Final = ("gzip", "lz4", "zstd", "snappy", "none")
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MAX_FRAME_LIMIT: Final = 700 * 1024
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
@@ -244,7 +245,7 @@ def _kafka(section: ConfigSection) -> KafkaConfig:
     )
     if producer.compression in ("lz4", "zstd", "snappy"):
         try:
-            import cramjam  # type: ignore[import-not-found]  # noqa: F401, PLC0415
+            import cramjam  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             raise prod.error(
                 "compression",
@@ -347,6 +348,15 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
     if warn_ratio > 1.0:
         raise spool.error("warn_ratio", f"must be at most 1, found {warn_ratio:g}", "write 0.8")
     defaults = IngestConfig(gateway_url=url, instances=())
+    max_frame_bytes = ing.size("max_frame_bytes", defaults.max_frame_bytes, minimum=1024)
+    if max_frame_bytes > MAX_FRAME_LIMIT:
+        # Invalid frames are stored base64-encoded (4/3 larger) in one Kafka message,
+        # and Kafka refuses messages over 1 MiB unless the broker is reconfigured.
+        raise ing.error(
+            "max_frame_bytes",
+            f"must be at most {MAX_FRAME_LIMIT // 1024}KiB, found {max_frame_bytes} bytes",
+            "Kafka's default message limit is 1MiB and invalid frames are kept in base64",
+        )
     return IngestConfig(
         gateway_url=url,
         instances=_instances(root, default_events),
@@ -358,7 +368,7 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
         resubscribe_after_silence=ing.duration(
             "resubscribe_after_silence", defaults.resubscribe_after_silence
         ),
-        max_frame_bytes=ing.size("max_frame_bytes", defaults.max_frame_bytes, minimum=1024),
+        max_frame_bytes=max_frame_bytes,
         spool=SpoolConfig(
             path=spool_path,
             max_bytes=spool.size("max_bytes", spool_base.max_bytes, minimum=1024 * 1024),

@@ -71,7 +71,7 @@ def security_settings(config: KafkaConfig) -> dict[str, Any]:
         settings["sasl_plain_username"] = sec.sasl_username
         settings["sasl_plain_password"] = sec.sasl_password.reveal() if sec.sasl_password else None
     if "SSL" in sec.protocol:
-        from aiokafka.helpers import create_ssl_context  # noqa: PLC0415
+        from aiokafka.helpers import create_ssl_context
 
         settings["ssl_context"] = create_ssl_context(
             cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
@@ -81,7 +81,7 @@ def security_settings(config: KafkaConfig) -> dict[str, Any]:
 
 async def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
     """Create the topics that are missing; returns the names created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(
         bootstrap_servers=config.bootstrap_servers,
@@ -305,7 +305,7 @@ class EventPipeline:
 
     # --- producer ---------------------------------------------------------------
     async def _connect(self) -> None:
-        from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+        from aiokafka import AIOKafkaProducer
 
         if self._config.create_topics:
             created = await ensure_topics(self._config, self._topics)

@@ -68,6 +68,7 @@ class IngestService:
         self.subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._summary_task: asyncio.Task[None] | None = None
+        self._count_frames_task: asyncio.Task[None] | None = None
 
     async def start(self, kafka_timeout: float = 10.0) -> None:
         config = self.config
@@ -142,11 +143,11 @@ class IngestService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for task in (self._summary_task, getattr(self, "_count_frames_task", None)):
-            if task is not None:
-                task.cancel()
+        for extra in (self._summary_task, self._count_frames_task):
+            if extra is not None:
+                extra.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await extra
         self._sync_totals()
         if self.pipeline is not None:
             await self.pipeline.close()

@@ -34,7 +34,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from worker.ingest.backoff import BackoffState, ReconnectPolicy
-from worker.ingest.envelope import FrameSource, KafkaRecord, Subscriber, frame_to_record
+from worker.ingest.envelope import (
+    FrameSource,
+    KafkaRecord,
+    Subscriber,
+    frame_to_record,
+    invalid_record,
+)
 from worker.ingest.ids import UlidGenerator
 from worker.ingest.stats import SubscriptionState, SubscriptionStats
 
@@ -296,8 +302,6 @@ class Subscription:
 
     def _too_big(self, connection_id: str, seq: int, exc: ConnectionClosed) -> None:
         """A frame beyond even the library's limit: report it, its bytes are gone."""
-        from worker.ingest.envelope import invalid_record  # noqa: PLC0415
-
         now_ms = int(time.time() * 1000)
         reason = exc.sent.reason if exc.sent is not None else ""
         record = invalid_record(
