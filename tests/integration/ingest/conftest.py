@@ -133,3 +133,22 @@ def sequence_gaps(envelopes: Iterable[dict[str, Any]]) -> list[str]:
         if missing:
             problems.append(f"{conn}: missing {sorted(missing)[:10]}")
     return problems
+
+
+async def paced_traffic(
+    gateway: Any,
+    targets: list[tuple[str, str]],
+    rate: float,
+    stop: asyncio.Event,
+) -> None:
+    """Emit round-robin over (instance, event) at about ``rate`` events per second."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
+    while not stop.is_set():
+        due = int((loop.time() - start) * rate)
+        while sent < due:
+            instance, event = targets[sent % len(targets)]
+            await gateway.emit(instance, event)
+            sent += 1
+        await asyncio.sleep(0.01)

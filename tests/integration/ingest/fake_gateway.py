@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 
@@ -111,7 +112,11 @@ class FakeGateway:
         if conn is None or conn.state.name != "OPEN":
             counters.dropped += 1
             return False
-        await conn.send(orjson.dumps(payload).decode())
+        try:
+            await conn.send(orjson.dumps(payload).decode())
+        except ConnectionClosed:
+            counters.dropped += 1
+            return False
         counters.delivered += 1
         return True
 
