@@ -60,7 +60,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _masked(headers: Any) -> dict[str, str]:
     out = {}
     for name, value in headers.items():
-        out[name] = "***" if name.lower() in ("authorization", "apikey") else value
+        out[str(name)] = "***" if name.lower() in ("authorization", "apikey") else str(value)
     return out
 
 
