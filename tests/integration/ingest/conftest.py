@@ -21,23 +21,13 @@ from worker.ingest.config import (
     ProducerTuning,
     SpoolConfig,
 )
-
-
-def _gateway_class() -> Any:
-    try:
-        from worker.simulator import Simulator
-    except ImportError:
-        from tests.integration.ingest.fake_gateway import FakeGateway
-
-        return FakeGateway
-    return Simulator
+from worker.simulator import Simulator
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Any]:
-    """The CodeChat simulator (socket side), on 127.0.0.1 and a free port."""
-    cls = _gateway_class()
-    sim = cls(secret="sim-secret", apikey="sim-apikey", host="127.0.0.1", port=0, seed=1)
+async def gateway() -> AsyncIterator[Simulator]:
+    """The CodeChat simulator on 127.0.0.1 and a free port."""
+    sim = Simulator(secret="sim-secret", apikey="sim-apikey", host="127.0.0.1", port=0, seed=1)
     await sim.start()
     try:
         yield sim
