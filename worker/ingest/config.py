@@ -317,7 +317,7 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
             "ping_timeout",
             "open_timeout",
             "resubscribe_after_silence",
-            "max_frame_bytes",
+            "max_frame_size",
             "spool",
             "summary_interval",
         )
@@ -348,12 +348,12 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
     if warn_ratio > 1.0:
         raise spool.error("warn_ratio", f"must be at most 1, found {warn_ratio:g}", "write 0.8")
     defaults = IngestConfig(gateway_url=url, instances=())
-    max_frame_bytes = ing.size("max_frame_bytes", defaults.max_frame_bytes, minimum=1024)
+    max_frame_bytes = ing.size("max_frame_size", defaults.max_frame_bytes, minimum=1024)
     if max_frame_bytes > MAX_FRAME_LIMIT:
         # Invalid frames are stored base64-encoded (4/3 larger) in one Kafka message,
         # and Kafka refuses messages over 1 MiB unless the broker is reconfigured.
         raise ing.error(
-            "max_frame_bytes",
+            "max_frame_size",
             f"must be at most {MAX_FRAME_LIMIT // 1024}KiB, found {max_frame_bytes} bytes",
             "Kafka's default message limit is 1MiB and invalid frames are kept in base64",
         )

@@ -257,7 +257,7 @@ def test_sasl_password_is_a_secret() -> None:
 
 
 def test_frame_limit_is_bounded_by_kafka_message_size() -> None:
-    assert error_of(minimal(ingest={"max_frame_bytes": "1MiB"})) == (
-        "/etc/zapflow.yaml: ingest.max_frame_bytes: must be at most 700KiB, found 1048576 "
+    assert error_of(minimal(ingest={"max_frame_size": "1MiB"})) == (
+        "/etc/zapflow.yaml: ingest.max_frame_size: must be at most 700KiB, found 1048576 "
         "bytes; Kafka's default message limit is 1MiB and invalid frames are kept in base64"
     )
