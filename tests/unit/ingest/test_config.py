@@ -261,3 +261,13 @@ def test_frame_limit_is_bounded_by_kafka_message_size() -> None:
         "/etc/zapflow.yaml: ingest.max_frame_size: must be at most 700KiB, found 1048576 "
         "bytes; Kafka's default message limit is 1MiB and invalid frames are kept in base64"
     )
+
+
+def test_the_example_file_at_the_top_of_the_repository_loads() -> None:
+    from worker.config import load_document
+
+    example = Path(__file__).resolve().parents[3] / "zapflow.yaml"
+    config = ingest_config(load_document(example, {"SHOP_BOT_TOKEN": "t"}))
+    assert [i.name for i in config.instances] == ["shop-bot"]
+    assert config.kafka.producer.compression == "gzip"
+    assert config.resubscribe_after_silence == 600.0
