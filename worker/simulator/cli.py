@@ -69,7 +69,12 @@ def register(subparsers: Any) -> None:
         metavar="BYTES",
         help="pad generated messages to this size",
     )
-    parser.add_argument("--scenario", default=None, metavar="FILE", help="YAML scenario to play")
+    parser.add_argument(
+        "--scenario",
+        default=None,
+        metavar="FILE",
+        help="YAML scenario to play: a file, or a shipped one by name (flapping, busy-shop)",
+    )
     parser.add_argument(
         "--secret", default="sim-secret", help="JWT secret (AUTHENTICATION_JWT_SECRET)"
     )
@@ -89,11 +94,18 @@ def register(subparsers: Any) -> None:
         default="v7",
         help="group participants as v7 objects or v6 strings (default v7)",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log handshakes and socket changes to stderr"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     return asyncio.run(_serve(args))
 
