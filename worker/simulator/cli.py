@@ -123,6 +123,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from worker.simulator.scenario import ScenarioError, load_scenario, run_scenario
     from worker.simulator.traffic import Profile, ProfileError
 
+    _raise_open_file_limit()
     names = [n.strip() for n in args.names.split(",")] if args.names else []
     names = [n for n in names if n] or [f"sim-{n}" for n in range(1, args.instances + 1)]
     scenario = None
@@ -217,3 +218,15 @@ def _print_banner(sim: Any, args: argparse.Namespace) -> None:
         lines += ["", f"e.g. {sim.subscription_url(first, 'messages.upsert')}"]
     lines.append("Ctrl+C stops.")
     print("\n".join(lines), flush=True)
+
+
+def _raise_open_file_limit() -> None:
+    """Let the simulator hold thousands of sockets (one per instance and event)."""
+    import contextlib
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # If raising fails, keep the soft limit; accept() will say so when it runs out.
+    with contextlib.suppress(ValueError, OSError):
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

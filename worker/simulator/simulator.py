@@ -175,10 +175,8 @@ class Simulator:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
         await site.start()
-        server = site._server
-        if self._port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self._port = sockets[0].getsockname()[1]
+        if self._port == 0:
+            self._port = int(runner.addresses[0][1])
         self._runner = runner
 
     async def stop(self) -> None:
