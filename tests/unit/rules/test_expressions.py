@@ -13,7 +13,13 @@ from worker.rules.expressions import (
 
 VIEW: dict[str, Any] = {
     "instance": "shop-bot",
-    "msg": {"text": "Quero CANCELAR", "from_me": False, "kind": "text", "chat": "5511@s.whatsapp.net", "n": 3},
+    "msg": {
+        "text": "Quero CANCELAR",
+        "from_me": False,
+        "kind": "text",
+        "chat": "5511@s.whatsapp.net",
+        "n": 3,
+    },
     "data": {"nested": {"x": 1}},
 }
 
@@ -69,8 +75,14 @@ def test_comparing_a_missing_field_is_an_error_naming_it() -> None:
         ("msg.text | lowr", "unknown filter 'lowr' (did you mean 'lower'?)"),
         ("msg.text is serach('x')", "unknown test 'serach' (did you mean 'search'?)"),
         ("msg.text is search('(x')", "invalid regular expression '(x': missing ): (x"),
-        ("msg.text is search('(?<=a)b')", "invalid regular expression '(?<=a)b': invalid perl operator: (?<="),
-        ("range(10)", "only methods of text, lists and mappings can be called, e.g. msg.text.lower()"),
+        (
+            "msg.text is search('(?<=a)b')",
+            "invalid regular expression '(?<=a)b': invalid perl operator: (?<=",
+        ),
+        (
+            "range(10)",
+            "only methods of text, lists and mappings can be called, e.g. msg.text.lower()",
+        ),
         ("msg.text.format(1)", "unknown method 'format()'"),
         ("msg.text ==", "syntax error in condition: unexpected end of expression"),
         ("vars.nope", "unknown var 'nope'"),
@@ -149,7 +161,11 @@ def test_templates_are_sandboxed() -> None:
     ("source", "message"),
     [
         ("{{ msg.text | truncat(3) }}", "unknown filter 'truncat' (did you mean 'truncate'?)"),
-        ("{{ msg.text ", "syntax error in template: unexpected end of template, expected 'end of print statement'."),
+        (
+            "{{ msg.text ",
+            "syntax error in template: unexpected end of template, "
+            "expected 'end of print statement'.",
+        ),
         ("{{ msg.text | regex_search('(') }}", "invalid regular expression '(': missing ): ("),
     ],
 )

@@ -53,26 +53,68 @@ rules:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("    whenn: msg.from_me", "r.yaml:5:5: rule \"r\": unknown key 'whenn' (did you mean 'when'?)"),
-        ("    when: msg.txt", "r.yaml:5:11: rule \"r\": messages.upsert has no field 'msg.txt' (did you mean 'msg.text'?)"),
+        (
+            "    whenn: msg.from_me",
+            "r.yaml:5:5: rule \"r\": unknown key 'whenn' (did you mean 'when'?)",
+        ),
+        (
+            "    when: msg.txt",
+            'r.yaml:5:11: rule "r": '
+            "messages.upsert has no field 'msg.txt' (did you mean 'msg.text'?)",
+        ),
         ("    when: mgs.text", "r.yaml:5:11: rule \"r\": unknown name 'mgs' (did you mean 'msg'?)"),
-        ("    when: msg.text | uper", "r.yaml:5:11: rule \"r\": unknown filter 'uper' (did you mean 'upper'?)"),
-        ("    when: conn.state == 'x'", "r.yaml:5:11: rule \"r\": messages.upsert has no 'conn' (its fields are under 'msg')"),
-        ("    throttle: {once_within: 10}", "r.yaml:5:29: rule \"r\": expected a duration such as 30s, 10m, 12h or 1h30m, found 10"),
-        ("    throttle: {once_withn: 1h}", "r.yaml:5:16: rule \"r\": unknown key 'once_withn' in throttle (did you mean 'once_within'?)"),
-        ("    window: {count: 0, within: 1m}", "r.yaml:5:21: rule \"r\": window count must be a whole number of at least 1, found 0"),
-        ("    mode: on", "r.yaml:5:11: rule \"r\": mode must be one of active, shadow, disabled, found 'True'"),
-        ("    from_me: yes", "r.yaml:5:14: rule \"r\": from_me must be 'ignore' (the default) or 'allow', found True"),
-        ("    on_resolve: []", "r.yaml:5:17: rule \"r\": 'on_resolve' needs 'for' (only alerts that wait can resolve)"),
-        ("    when: {al: [msg.from_me]}", "r.yaml:5:11: rule \"r\": a condition mapping has exactly one key: all, any or not; found al (did you mean 'all'?)"),
-        ("    for_each: msg.mentions\n    key: [item]", "r.yaml:6:11: rule \"r\": unknown name 'item'"),
+        (
+            "    when: msg.text | uper",
+            "r.yaml:5:11: rule \"r\": unknown filter 'uper' (did you mean 'upper'?)",
+        ),
+        (
+            "    when: conn.state == 'x'",
+            "r.yaml:5:11: rule \"r\": messages.upsert has no 'conn' (its fields are under 'msg')",
+        ),
+        (
+            "    throttle: {once_within: 10}",
+            'r.yaml:5:29: rule "r": expected a duration such as 30s, 10m, 12h or 1h30m, found 10',
+        ),
+        (
+            "    throttle: {once_withn: 1h}",
+            'r.yaml:5:16: rule "r": '
+            "unknown key 'once_withn' in throttle (did you mean 'once_within'?)",
+        ),
+        (
+            "    window: {count: 0, within: 1m}",
+            'r.yaml:5:21: rule "r": window count must be a whole number of at least 1, found 0',
+        ),
+        (
+            "    mode: on",
+            "r.yaml:5:11: rule \"r\": mode must be one of active, shadow, disabled, found 'True'",
+        ),
+        (
+            "    from_me: yes",
+            'r.yaml:5:14: rule "r": '
+            "from_me must be 'ignore' (the default) or 'allow', found True",
+        ),
+        (
+            "    on_resolve: []",
+            "r.yaml:5:17: rule \"r\": 'on_resolve' needs 'for' (only alerts that wait can resolve)",
+        ),
+        (
+            "    when: {al: [msg.from_me]}",
+            'r.yaml:5:11: rule "r": a condition mapping has exactly one key: '
+            "all, any or not; found al (did you mean 'all'?)",
+        ),
+        (
+            "    for_each: msg.mentions\n    key: [item]",
+            "r.yaml:6:11: rule \"r\": unknown name 'item'",
+        ),
     ],
 )
 def test_rule_validation_errors(tmp_path: Path, body: str, expected: str) -> None:
     assert expected in diagnostics_for(tmp_path, RULE.format(body=body))
 
 
-def test_template_referencing_a_field_the_event_lacks_is_caught_at_check_time(tmp_path: Path) -> None:
+def test_template_referencing_a_field_the_event_lacks_is_caught_at_check_time(
+    tmp_path: Path,
+) -> None:
     text = """
     rules:
       - id: r
@@ -97,7 +139,7 @@ def test_template_rendering_against_the_sample_catches_type_errors(tmp_path: Pat
           - log: {message: "{{ conn.state | humanize }}"}
     """
     assert diagnostics_for(tmp_path, text) == [
-        "r.yaml:6:24: rule \"r\": template fails on a sample connection.update event: "
+        'r.yaml:6:24: rule "r": template fails on a sample connection.update event: '
         "expected a duration such as 30s, 10m, 12h or 1h30m, found 'close'"
     ]
 
@@ -149,18 +191,19 @@ def test_throttle_none_acknowledges_an_unthrottled_auto_reply(tmp_path: Path) ->
 
 
 def test_load_error_lists_every_problem(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text("rules:\n  - id: x\n    on: nope\n    whenn: x\n    actions: []\n", encoding="utf-8")
+    (tmp_path / "a.yaml").write_text(
+        "rules:\n  - id: x\n    on: nope\n    whenn: x\n    actions: []\n", encoding="utf-8"
+    )
     with pytest.raises(RuleLoadError) as info:
         load_bundle(tmp_path)
     assert len(info.value.errors) == 2
-    assert str(info.value).splitlines()[0].endswith(
-        "a.yaml:3:9: rule \"x\": unknown event 'nope'"
-    )
+    assert str(info.value).splitlines()[0].endswith("a.yaml:3:9: rule \"x\": unknown event 'nope'")
 
 
 def test_vars_channels_and_intervals_are_shared_across_files(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(
-        "vars: {words: urgente}\nchannels: {ops: {type: webhook, url: 'http://x'}}\n", encoding="utf-8"
+        "vars: {words: urgente}\nchannels: {ops: {type: webhook, url: 'http://x'}}\n",
+        encoding="utf-8",
     )
     (tmp_path / "b.yaml").write_text(
         "rules:\n  - id: x\n    on: messages.upsert\n    when: msg.text is search(vars.words)\n"
@@ -179,5 +222,9 @@ def test_bundle_version_changes_with_content(tmp_path: Path) -> None:
 
 
 def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
-    assert [str(d) for d in check_bundle(tmp_path / "nope")[1]] == [f"{tmp_path / 'nope'}:1:1: no such file or directory"]
-    assert [str(d) for d in check_bundle(tmp_path)[1]] == [f"{tmp_path}:1:1: no rule files (*.yaml, *.yml) found"]
+    assert [str(d) for d in check_bundle(tmp_path / "nope")[1]] == [
+        f"{tmp_path / 'nope'}:1:1: no such file or directory"
+    ]
+    assert [str(d) for d in check_bundle(tmp_path)[1]] == [
+        f"{tmp_path}:1:1: no rule files (*.yaml, *.yml) found"
+    ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from rules_helpers import dm, envelope
 
 from worker.events import STREAMED_EVENTS
 from worker.rules.normalise import (
@@ -13,7 +14,6 @@ from worker.rules.normalise import (
     phone_of,
     sample_envelope,
 )
-from rules_helpers import dm, envelope
 
 
 @pytest.mark.parametrize("event", STREAMED_EVENTS)
@@ -62,7 +62,10 @@ def test_group_message_sender_is_the_participant() -> None:
         "keyRemoteJid": "120363025246125486@g.us",
         "keyParticipant": "5521998765432@s.whatsapp.net",
         "messageType": "extendedTextMessage",
-        "content": {"text": "!regras", "contextInfo": {"mentionedJid": ["5511@s.whatsapp.net"], "stanzaId": "Q1"}},
+        "content": {
+            "text": "!regras",
+            "contextInfo": {"mentionedJid": ["5511@s.whatsapp.net"], "stanzaId": "Q1"},
+        },
         "isGroup": True,
         "info": {"type": "notify"},
     }
@@ -80,15 +83,22 @@ def test_group_message_sender_is_the_participant() -> None:
 
 
 def test_image_caption_is_the_text() -> None:
-    data = dm(messageType="imageMessage", content={"caption": "segue o comprovante", "mimetype": "image/jpeg"})
+    data = dm(
+        messageType="imageMessage",
+        content={"caption": "segue o comprovante", "mimetype": "image/jpeg"},
+    )
     msg = normalise(envelope("messages.upsert", data))["msg"]
     assert (msg["text"], msg["kind"]) == ("segue o comprovante", "image")
 
 
 def test_media_without_caption_has_empty_text_and_unknown_types_are_other() -> None:
-    msg = normalise(envelope("messages.upsert", dm(messageType="stickerMessage", content={})))["msg"]
+    msg = normalise(envelope("messages.upsert", dm(messageType="stickerMessage", content={})))[
+        "msg"
+    ]
     assert (msg["text"], msg["kind"]) == ("", "sticker")
-    msg = normalise(envelope("messages.upsert", dm(messageType="newFancyMessage", content={})))["msg"]
+    msg = normalise(envelope("messages.upsert", dm(messageType="newFancyMessage", content={})))[
+        "msg"
+    ]
     assert msg["kind"] == "other"
 
 
@@ -101,7 +111,9 @@ def test_media_without_caption_has_empty_text_and_unknown_types_are_other() -> N
         ({"keyFromMe": True}, False),
     ],
 )
-def test_own_sends_are_recognised_by_message_id_prefix_or_external_attributes(extra: dict[str, object], own: bool) -> None:
+def test_own_sends_are_recognised_by_message_id_prefix_or_external_attributes(
+    extra: dict[str, object], own: bool
+) -> None:
     msg = normalise(envelope("messages.upsert", dm(**extra)))["msg"]
     assert msg["is_own_send"] is own
     assert msg["from_me"] is True
@@ -113,20 +125,26 @@ def test_rest_echo_on_send_message_has_no_info_type() -> None:
 
 
 def test_connection_update() -> None:
-    assert normalise(envelope("connection.update", {"state": "close", "statusReason": 401}))["conn"] == {
+    assert normalise(envelope("connection.update", {"state": "close", "statusReason": 401}))[
+        "conn"
+    ] == {
         "state": "close",
         "status_reason": 401,
         "reason": "loggedOut",
         "logged_out": True,
     }
-    assert normalise(envelope("connection.update", {"state": "open"}))["conn"]["status_reason"] == 200
+    assert (
+        normalise(envelope("connection.update", {"state": "open"}))["conn"]["status_reason"] == 200
+    )
 
 
 V7 = {
     "id": "120363025246125486@g.us",
     "author": "99887766554433@lid",
     "authorPn": "5521998765432@s.whatsapp.net",
-    "participants": [{"id": "204586724851231@lid", "phoneNumber": "5511987654321@s.whatsapp.net", "admin": None}],
+    "participants": [
+        {"id": "204586724851231@lid", "phoneNumber": "5511987654321@s.whatsapp.net", "admin": None}
+    ],
     "action": "add",
 }
 V6 = {
@@ -170,7 +188,12 @@ def test_participant_with_only_a_lid_has_no_phone() -> None:
 
 
 def test_self_leave_is_flagged() -> None:
-    data = {"id": "g@g.us", "author": "5511@s.whatsapp.net", "participants": ["5511@s.whatsapp.net"], "action": "remove"}
+    data = {
+        "id": "g@g.us",
+        "author": "5511@s.whatsapp.net",
+        "participants": ["5511@s.whatsapp.net"],
+        "action": "remove",
+    }
     assert normalise(envelope("group-participants.update", data))["group"]["self_leave"] is True
 
 
@@ -189,7 +212,11 @@ def test_list_payloads_use_their_first_element() -> None:
 
 def test_presence_call_receipt_and_qr() -> None:
     presence = normalise(sample_envelope("presence.update"))["presence"]
-    assert (presence["state"], presence["jid"], presence["is_group"]) == ("composing", "99887766554433@lid", True)
+    assert (presence["state"], presence["jid"], presence["is_group"]) == (
+        "composing",
+        "99887766554433@lid",
+        True,
+    )
     call = normalise(sample_envelope("call.upsert"))["call"]
     assert (call["caller"], call["caller_phone"], call["status"]) == (
         "5511987654321@s.whatsapp.net",
@@ -219,4 +246,6 @@ def test_phone_of(jid: str | None, phone: str | None) -> None:
 def test_unknown_event_is_rejected_with_the_valid_names() -> None:
     with pytest.raises(UnknownEvent) as info:
         normalise(envelope("messages.delete", {}))
-    assert str(info.value).startswith("unknown event 'messages.delete'; expected one of call.upsert, ")
+    assert str(info.value).startswith(
+        "unknown event 'messages.delete'; expected one of call.upsert, "
+    )
