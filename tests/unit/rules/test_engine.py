@@ -4,8 +4,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
-from rules_helpers import T0, Runner, conn, dm, envelope
 
+from tests.unit.rules.rules_helpers import T0, Runner, conn, dm, envelope
 from worker.rules import ActionRecord, RuleBundle, evaluate, fire_due
 
 Make = Callable[[str], RuleBundle]

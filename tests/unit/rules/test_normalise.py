@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from rules_helpers import dm, envelope
 
+from tests.unit.rules.rules_helpers import dm, envelope
 from worker.events import STREAMED_EVENTS
 from worker.rules.normalise import (
     FIELDS,

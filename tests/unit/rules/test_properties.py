@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rules_helpers import Runner, conn
 
+from tests.unit.rules.rules_helpers import Runner, conn
 from worker.rules import RuleBundle, load_bundle
 
 gaps = st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=40)
