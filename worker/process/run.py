@@ -54,6 +54,7 @@ def run_process(
         loop.close()
         raise StartError(str(exc)) from None
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(built.app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
     log.info(
         "process stage: rules version %s, %d events consumed (%s), created topics: %s",
