@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from worker import __version__
 
 # Modules that define ``register(subparsers)``; the order is the order in --help.
-COMMAND_MODULES: tuple[str, ...] = ("worker.devkafka.cli", "worker.process.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "worker.devkafka.cli",
+    "worker.rules.cli",
+    "worker.process.cli",
+)
 
 
 class CommandError(Exception):
