@@ -209,9 +209,12 @@ class Executor:
                 return
             if request is not None and request.send_limit is not None:
                 await self._wait_for_send_limit(key, request.send_limit)
-            entry = ledger.attempt_started(entry, self._wall_clock())
-            await self._write(key, entry)
-            failure = await self._perform(record, request)
+            async with self._slots(request.destination if request is not None else None):
+                # Counted only once a slot is held: records queued behind a slow endpoint have
+                # not been attempted, and a crash must not use up their attempts.
+                entry = ledger.attempt_started(entry, self._wall_clock())
+                await self._write(key, entry)
+                failure = await self._perform(record, request)
             if failure is None:
                 entry = ledger.completed(entry, self._wall_clock())
                 await self._write(key, entry)
@@ -255,8 +258,7 @@ class Executor:
         self, record: ActionRecord, request: OutboundRequest | None
     ) -> Failure | None:
         if request is not None:
-            async with self._slots(request.destination):
-                return await send_request(self._http(), request)
+            return await send_request(self._http(), request)
         if record.kind == "log":
             return self._log(record)
         return await self._produce(record)
@@ -398,9 +400,14 @@ class Executor:
         return self._session
 
     @contextlib.asynccontextmanager
-    async def _slots(self, destination: str) -> AsyncIterator[None]:
+    async def _slots(self, destination: str | None) -> AsyncIterator[None]:
+        """Hold a slot of the global limit and, for HTTP, one of the destination's limit."""
         if self._all_slots is None:
             self._all_slots = asyncio.Semaphore(self.settings.concurrency)
+        if destination is None:
+            async with self._all_slots:
+                yield
+            return
         per_destination = self._destination_slots.get(destination)
         if per_destination is None:
             per_destination = asyncio.Semaphore(self.settings.per_destination_concurrency)

@@ -158,6 +158,7 @@ class ExecutorHarness:
     prefix: str
     tmp_path: Path
     processes: list[ExecutorProcess] = field(default_factory=list)
+    app_id: str = ""
     _producer: AIOKafkaProducer | None = None
 
     @property
@@ -184,6 +185,7 @@ class ExecutorHarness:
             },
             "actions": {"topic_prefix": self.prefix, **actions},
         }
+        self.app_id = config["worker"]["app_id"]
         path = self.tmp_path / f"actions-{len(self.processes)}.yaml"
         path.write_text(yaml.safe_dump(config))
         process = ExecutorProcess(path, self.tmp_path, {**os.environ, **(env or {})})
@@ -228,6 +230,41 @@ class ExecutorHarness:
         finally:
             await consumer.stop()
         return values
+
+    async def ledger(self) -> dict[str, dict[str, Any]]:
+        """The executor's idempotency table as its changelog topic holds it (last value per key)."""
+        topic = f"{self.app_id}-action-ledger-changelog"
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        table: dict[str, dict[str, Any]] = {}
+        try:
+            deadline = time.monotonic() + 10
+            while not consumer.assignment():
+                if time.monotonic() > deadline:
+                    return table
+                await asyncio.sleep(0.05)
+            tps = list(consumer.assignment())
+            ends = await consumer.end_offsets(tps)
+
+            async def behind() -> bool:
+                for tp, end in ends.items():
+                    if await consumer.position(tp) < end:
+                        return True
+                return False
+
+            while await behind():
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for r in records:
+                        table[orjson.loads(r.key)] = orjson.loads(r.value)
+        finally:
+            await consumer.stop()
+        return table
 
     async def close(self) -> None:
         for process in self.processes:
