@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from worker import __version__
 
 # Modules that define ``register(subparsers)``; the order is the order in --help.
-COMMAND_MODULES: tuple[str, ...] = ("worker.devkafka.cli", "worker.actions.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "worker.devkafka.cli",
+    "worker.console.cli",
+    "worker.simulator.cli",
+    "worker.actions.cli",
+)
 
 
 class CommandError(Exception):

@@ -129,3 +129,24 @@ def fetch_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
             shutil.rmtree(target)
         staging.rename(target)
         return target
+
+
+def default_bootstrap() -> str:
+    """Where tools look for Kafka when told nothing.
+
+    ``KAFKA_BOOTSTRAP_SERVERS``, else the broker of ``zapflow kafka start`` or ``zapflow dev``
+    if one is running, else ``localhost:9092``.
+    """
+    explicit = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if explicit:
+        return explicit
+    for name in ("dev", "kafka"):
+        address = cache_root() / "run" / name / "bootstrap"
+        pid_file = address.parent / "broker.pid"
+        if address.exists() and pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), 0)
+            except (OSError, ValueError):
+                continue
+            return address.read_text().strip()
+    return "localhost:9092"
