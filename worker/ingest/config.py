@@ -103,6 +103,12 @@ class IngestConfig:
     max_frame_bytes: int = 512 * 1024
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     summary_interval: float = 30.0
+    #: The gateway's global apikey (only used to discover instances).
+    apikey: Secret | None = None
+    #: Add every instance the gateway lists (GET /instance/fetchInstances) at start.
+    discover: bool = False
+    #: Events of discovered instances.
+    default_events: tuple[str, ...] = STREAMED_EVENTS
 
     @property
     def gateway_host(self) -> str:
@@ -273,13 +279,16 @@ def _kafka(section: ConfigSection) -> KafkaConfig:
     )
 
 
-def _instances(root: ConfigSection, default_events: tuple[str, ...]) -> tuple[InstanceConfig, ...]:
+def _instances(
+    root: ConfigSection, default_events: tuple[str, ...], discover: bool
+) -> tuple[InstanceConfig, ...]:
     sections = root.sections("instances")
-    if not sections:
+    if not sections and not discover:
         raise root.error(
             "instances",
             "no instances configured",
-            "add e.g. '- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:",
+            "add e.g. '- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:, "
+            "or set gateway.discover: true with gateway.apikey",
         )
     seen: set[str] = set()
     result = []
@@ -306,8 +315,16 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
     """
     root = document.root()
     gateway = root.section("gateway")
-    gateway.check_keys(("url",))
+    gateway.check_keys(("url", "apikey", "discover"))
     url = _gateway_url(gateway)
+    apikey = gateway.secret("apikey", None)
+    discover = gateway.boolean("discover", False)
+    if discover and apikey is None:
+        raise gateway.error(
+            "apikey",
+            "missing; discovering instances needs the gateway's global apikey",
+            "add apikey: ${env:CODECHAT_APIKEY} under gateway:",
+        )
     ing = root.section("ingest")
     ing.check_keys(
         (
@@ -359,7 +376,10 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
         )
     return IngestConfig(
         gateway_url=url,
-        instances=_instances(root, default_events),
+        instances=_instances(root, default_events, discover),
+        apikey=apikey,
+        discover=discover,
+        default_events=default_events,
         kafka=_kafka(root.section("kafka")),
         reconnect=policy,
         ping_interval=ing.duration("ping_interval", defaults.ping_interval, minimum=0.1),

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from worker.ingest.config import IngestConfig
+from worker.ingest.discovery import discover
 from worker.ingest.envelope import Subscriber
 from worker.ingest.ids import UlidGenerator
 from worker.ingest.producer import EventPipeline
@@ -76,7 +77,13 @@ class IngestService:
         self._count_frames_task: asyncio.Task[None] | None = None
 
     async def start(self, kafka_timeout: float = 10.0) -> None:
-        config = self.config
+        """Open the spool, reach Kafka (or start spooling), start every subscription.
+
+        Raises:
+            worker.ingest.discovery.DiscoveryError: ``gateway.discover`` is on and the
+                gateway did not list its instances.
+        """
+        self.config = config = await discover(self.config)
         self._spool = Spool(config.spool.path, config.spool.max_bytes)
         if self._spool.depth:
             log.info(

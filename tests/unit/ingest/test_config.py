@@ -135,7 +135,8 @@ def test_duplicate_event() -> None:
 def test_no_instances() -> None:
     assert error_of({}) == (
         "/etc/zapflow.yaml: instances: no instances configured; add e.g. "
-        "'- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:"
+        "'- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:, "
+        "or set gateway.discover: true with gateway.apikey"
     )
 
 
@@ -271,3 +272,24 @@ def test_the_example_file_at_the_top_of_the_repository_loads() -> None:
     assert [i.name for i in config.instances] == ["shop-bot"]
     assert config.kafka.producer.compression == "gzip"
     assert config.resubscribe_after_silence == 600.0
+
+
+def test_discovery_needs_the_apikey() -> None:
+    assert error_of({"gateway": {"discover": True}}) == (
+        "/etc/zapflow.yaml: gateway.apikey: missing; discovering instances needs the "
+        "gateway's global apikey; add apikey: ${env:CODECHAT_APIKEY} under gateway:"
+    )
+
+
+def test_discovery_allows_an_empty_instance_list() -> None:
+    config = load(
+        {
+            "gateway": {"discover": True, "apikey": "${env:APIKEY}"},
+            "ingest": {"events": ["call.upsert"]},
+        },
+        {"APIKEY": "k"},
+    )
+    assert config.instances == ()
+    assert config.discover
+    assert config.apikey is not None
+    assert config.default_events == ("call.upsert",)
