@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -180,6 +181,7 @@ class EventPipeline:
         self._closing = False
         self._spool_warned = False
         self._spool_full = False
+        self._spool_failing = False
         self._spool_warn_ratio = spool_warn_ratio
         self._producer_broken = False
         self._partition_counts: dict[str, int] = {}
@@ -300,6 +302,22 @@ class EventPipeline:
             if not self._spool_full:
                 self._spool_full = True
                 log.error("%s", exc)
+        except sqlite3.Error as exc:
+            # Disk full, file removed...: keep the records in memory (bounded) and retry
+            # on the next tick rather than lose them now.
+            keep = batch[-QUEUE_LIMIT:]
+            self._stats.spool_dropped += len(batch) - len(keep)
+            self._spool_buffer = keep + self._spool_buffer
+            if not self._spool_failing:
+                self._spool_failing = True
+                log.error(
+                    "cannot write to spool %s (%s); keeping up to %d events in memory",
+                    self._spool.path,
+                    exc,
+                    QUEUE_LIMIT,
+                )
+            return
+        self._spool_failing = False
         self._stats.spooled += stored
         self._sync_spool_stats()
         ratio = self._spool.fill_ratio
@@ -426,6 +444,17 @@ class EventPipeline:
 
     async def _drain(self) -> None:
         """Spooling mode: reach Kafka, wait for in-flight records, drain the spool."""
+        while True:
+            try:
+                await self._drain_until_direct()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never leave ingest stuck in spooling mode because of one bad turn.
+                log.exception("draining the spool failed; retrying in 5s")
+                await asyncio.sleep(5.0)
+
+    async def _drain_until_direct(self) -> None:
         retry = 0.5
         while True:
             if self._mode == DIRECT or self._closing:
@@ -463,6 +492,8 @@ class EventPipeline:
                     if self._stats.drained:
                         log.info("spool drained; sending events to Kafka directly again")
                     self._enter_direct()
+                else:  # the spool could not be written: wait for the next try
+                    await asyncio.sleep(TICK)
                 continue
             failed = await self._drain_batch(batch)
             if failed:
