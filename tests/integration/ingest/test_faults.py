@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.integration.ingest.conftest import envelope, make_config, read_topics, sequence_gaps
+from worker import schemas
 from worker.events import SENT_EVENTS, event_topic, invalid_topic
 from worker.ingest.backoff import ReconnectPolicy
 from worker.ingest.service import IngestService
@@ -178,6 +179,7 @@ async def test_malformed_frames_go_to_the_invalid_topic_and_ingest_carries_on(
             kafka_bootstrap, [invalid_topic(unique_prefix)], lambda r: len(r) >= 3
         )
     ]
+    assert all(schemas.errors("invalid", i) == [] for i in invalid)
     assert invalid[0]["reason"].startswith("not valid JSON: ")
     assert [(i["reason"], i["raw_size"]) for i in invalid[1:]] == [
         ("binary frame", 8),
