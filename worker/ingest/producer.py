@@ -8,8 +8,9 @@ Two modes:
   ``delivery_timeout``: new records go to the :class:`~worker.ingest.spool.Spool`.
   Records already handed to the producer stay there (they are delivered when the broker
   returns, so they are not duplicated); if they fail they join the spool. Once nothing
-  is in flight, the spool drains oldest first, and when it is empty the mode returns to
-  direct. Ingest also starts in this mode, so a spool left by a previous run drains
+  is in flight, the spool drains oldest first in batches; its last partial batch is
+  handed to the producer ahead of new events and the mode returns to direct (spooled
+  records leave the disk only when Kafka has acknowledged them). Ingest also starts in this mode, so a spool left by a previous run drains
   before new records and a broker that is down at start costs nothing.
 
 Every record carries an ingest sequence number, given when it was received, and the
