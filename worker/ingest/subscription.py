@@ -350,6 +350,7 @@ class Subscription:
                     max_frame_bytes=max_bytes,
                 )
                 stats.frames += 1
+                stats.last_frame_at = now_ms / 1000
                 if record.topic == sub.invalid_topic:
                     stats.invalid_frames += 1
                 sink(record, now)
