@@ -50,6 +50,7 @@ from worker.rules.model import (
     Channel,
     CondNode,
     Diagnostic,
+    Fused,
     Leaf,
     NoneOf,
     Rule,
@@ -769,6 +770,8 @@ class _RuleCompiler:
         if not self.events:
             return None
         when = self.read_condition(("when",), raw["when"]) if "when" in raw else None
+        if when is not None:
+            when = Fused(when)
         key = self.read_key(("key",), raw.get("key")) if "key" in raw else self.default_key()
         for_each = None
         if "for_each" in raw:
@@ -786,6 +789,8 @@ class _RuleCompiler:
                     "'resolve_when' needs 'for' (an alert that waits, then resolves)",
                 )
             resolve_when = self.read_condition(("resolve_when",), raw["resolve_when"])
+            if resolve_when is not None:
+                resolve_when = Fused(resolve_when)
         active = self.read_interval_names("active_during", raw.get("active_during"))
         mute = self.read_interval_names("mute_during", raw.get("mute_during"))
         inhibited = raw.get("inhibited_by", [])
@@ -901,6 +906,11 @@ class _RuleCompiler:
             parts.append("group.id")
         return tuple(compile_condition(p, self.bundle.vars) for p in parts)
 
+    def present_fields(self) -> frozenset[tuple[str, str]]:
+        """(namespace, field) pairs every view of the rule's events has."""
+        sets = [{(NAMESPACES[e][0], f) for f in NAMESPACES[e][1]} for e in self.events]
+        return frozenset(set.intersection(*sets)) if sets else frozenset()
+
     def names_for(self, extras: Iterable[str]) -> set[str]:
         names = set(COMMON_FIELDS) | {"vars"} | set(extras)
         names |= {NAMESPACES[e][0] for e in self.events}
@@ -986,7 +996,7 @@ class _RuleCompiler:
         if not self.check_refs(sub, references(tree), extras):
             return None
         try:
-            return compile_condition(source, self.bundle.vars)
+            return compile_condition(source, self.bundle.vars, present=self.present_fields())
         except ExpressionError as exc:
             self.error(sub, exc.message, line_offset=exc.line - 1)
             return None

@@ -82,26 +82,93 @@ class ActionRecord:
         )
 
 
-@dataclass(frozen=True)
 class RuleTrace:
-    """What one rule decided for one event (or timer), for explain, logs and metrics."""
+    """What one rule decided for one event (or timer), for explain, logs and metrics.
 
-    rule_id: str
-    outcome: Outcome
-    #: suppressed: throttle, window, quiet_hours, inhibited, shadow, pending, firing;
-    #: not_matched: guard or condition; resolved: resolved or cancelled; error: the stage
-    reason: str | None = None
-    #: suppressed/pending until when, if known
-    until: datetime | None = None
-    #: the condition that failed (not_matched) or the error message (error)
-    condition: str | None = None
-    #: the values the failed condition saw
-    values: Mapping[str, Any] | None = None
-    key: str | None = None
-    item: str | None = None
-    actions: int = 0
-    detail: str | None = None
-    phase: Phase = "fire"
+    A plain class with slots rather than a frozen dataclass: the engine makes one per rule
+    per event, tens of thousands a second, and the values a failed condition saw are only
+    worked out when someone reads :attr:`values`.
+    """
+
+    __slots__ = (
+        "_seen",
+        "_values",
+        "actions",
+        "condition",
+        "detail",
+        "item",
+        "key",
+        "outcome",
+        "phase",
+        "reason",
+        "rule_id",
+        "until",
+    )
+
+    def __init__(  # noqa: PLR0917 - positional in the hot path, keywords elsewhere
+        self,
+        rule_id: str,
+        outcome: Outcome,
+        reason: str | None = None,
+        until: datetime | None = None,
+        condition: str | None = None,
+        values: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        item: str | None = None,
+        actions: int = 0,
+        detail: str | None = None,
+        phase: Phase = "fire",
+        seen: tuple[Any, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.rule_id = rule_id
+        #: matched, not_matched, suppressed, pending, resolved or error
+        self.outcome = outcome
+        #: suppressed: throttle, window, quiet_hours, inhibited, shadow, pending, firing;
+        #: not_matched: guard, condition or for_each; resolved: resolved or cancelled
+        self.reason = reason
+        #: suppressed/pending until when, if known
+        self.until = until
+        #: the condition that failed (not_matched) or the error message (error)
+        self.condition = condition
+        self._values = values
+        self._seen = seen
+        self.key = key
+        self.item = item
+        self.actions = actions
+        self.detail = detail
+        self.phase: Phase = phase
+
+    @property
+    def values(self) -> Mapping[str, Any] | None:
+        """The values the failed condition saw (computed on first use)."""
+        if self._values is None and self._seen is not None:
+            node, view = self._seen
+            self._values = node.seen(view)
+            self._seen = None
+        return self._values
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "until": rfc3339(self.until) if self.until else None,
+            "condition": self.condition,
+            "values": self.values,
+            "key": self.key,
+            "item": self.item,
+            "actions": self.actions,
+            "detail": self.detail,
+            "phase": self.phase,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuleTrace) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RuleTrace({self.rule_id!r}, {self.describe()!r})"
 
     def describe(self) -> str:
         """One readable line, e.g. ``suppressed (throttle) until 2026-…``."""
@@ -116,8 +183,9 @@ class RuleTrace:
             text += f": {self.detail}"
         if self.condition:
             text += f": {self.condition}"
-        if self.values:
-            shown = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        values = self.values
+        if values:
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
             text += f" — saw {shown}"
         if self.outcome == "matched":
             text += f" → {self.actions} action{'s' if self.actions != 1 else ''}"
