@@ -132,10 +132,10 @@ def evaluate(
         return result
     run = _Run(bundle, state, result, now)
     guard = _message_guard(view)
-    append = result.trace.append
+    append = result._trace.append  # the compact form, see Evaluation.trace
     for rule in rules:
         if guard is not None and (guard is not _FROM_ME or not rule.allow_from_me):
-            append(RuleTrace(rule.id, "not_matched", "guard", None, guard))
+            append((rule.id, guard))
             continue
         try:
             when = rule.when
@@ -144,17 +144,7 @@ def evaluate(
                 # condition saw are only worked out if someone reads the trace.
                 failed = when.test(view)
                 if failed is not None:
-                    append(
-                        RuleTrace(
-                            rule.id,
-                            "not_matched",
-                            "condition",
-                            None,
-                            failed.source,
-                            None,
-                            seen=(failed, view),
-                        )
-                    )
+                    append((rule.id, failed, view))
                     continue
                 run.after_when(rule, view)
             else:
@@ -186,7 +176,9 @@ def fire_due(bundle: RuleBundle, state: Mapping[str, Any], now: datetime) -> Eva
             try:
                 run.fire_pending(rule, key, rule_key, value)
             except EvaluationError as exc:
-                result.trace.append(RuleTrace(rule.id, "error", reason="timer", condition=str(exc)))
+                result._trace.append(
+                    RuleTrace(rule.id, "error", reason="timer", condition=str(exc))
+                )
         elif kind == "w" and rule.window is not None:
             if not any(t > now_ts - rule.window.within_s for t in value.get("ts", [])):
                 result.changes[key] = None
@@ -219,7 +211,7 @@ class _Run:
         return self._created_at
 
     def trace(self, rule: Rule, outcome: str, **kw: Any) -> None:
-        self.out.trace.append(RuleTrace(rule.id, outcome, **kw))  # type: ignore[arg-type]
+        self.out._trace.append(RuleTrace(rule.id, outcome, **kw))  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- one rule
 
@@ -231,7 +223,7 @@ class _Run:
             if failed is not None:
                 # The hot path: most rules do not match most events. The values the
                 # condition saw are only worked out if someone reads the trace.
-                self.out.trace.append(
+                self.out._trace.append(
                     RuleTrace(
                         rule.id,
                         "not_matched",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -192,13 +192,50 @@ class RuleTrace:
         return text
 
 
-@dataclass
 class Evaluation:
     """The result of :func:`evaluate` or :func:`fire_due`."""
 
-    actions: list[ActionRecord] = field(default_factory=list)
-    #: state writes; None deletes the key
-    changes: dict[str, Any | None] = field(default_factory=dict)
-    trace: list[RuleTrace] = field(default_factory=list)
-    #: the normalised view of the event (None for fire_due)
-    view: Mapping[str, Any] | None = None
+    __slots__ = ("_trace", "actions", "changes", "view")
+
+    def __init__(
+        self,
+        actions: list[ActionRecord] | None = None,
+        changes: dict[str, Any | None] | None = None,
+        trace: list[RuleTrace] | None = None,
+        view: Mapping[str, Any] | None = None,
+    ) -> None:
+        #: action records of active rules, in rule order
+        self.actions: list[ActionRecord] = actions if actions is not None else []
+        #: state writes; None deletes the key
+        self.changes: dict[str, Any | None] = changes if changes is not None else {}
+        #: the normalised view of the event (None for fire_due)
+        self.view = view
+        # Traces, some still as compact tuples for the common "not matched" case: built
+        # into RuleTrace objects only when read, since most evaluations are never explained.
+        self._trace: list[Any] = list(trace) if trace is not None else []
+
+    @property
+    def trace(self) -> list[RuleTrace]:
+        """One entry per rule considered (per item for ``for_each``), in rule order."""
+        entries = self._trace
+        for index, entry in enumerate(entries):
+            if type(entry) is tuple:
+                if len(entry) == 3:
+                    rule_id, failed, view = entry
+                    entries[index] = RuleTrace(
+                        rule_id,
+                        "not_matched",
+                        "condition",
+                        None,
+                        failed.source,
+                        seen=(failed, view),
+                    )
+                else:
+                    rule_id, guard = entry
+                    entries[index] = RuleTrace(rule_id, "not_matched", "guard", None, guard)
+        return entries
+
+    def __repr__(self) -> str:
+        return (
+            f"Evaluation(actions={self.actions!r}, changes={self.changes!r}, trace={self.trace!r})"
+        )
