@@ -903,9 +903,58 @@ def template_tree(source: str) -> nodes.Template:
     return tree
 
 
+def _simple_template(tree: nodes.Template) -> Callable[[Mapping[str, Any]], str] | None:
+    """A fast renderer for templates that are text and ``{{ expression }}`` parts only.
+
+    Most action templates are like ``"{{ instance }} caiu {{ window.count }} vezes"``;
+    rendering them through Jinja costs a context object per call. When every part is an
+    expression the condition compiler accepts, the template becomes one Python function
+    with the same meaning (strict undefined, ``None`` as ``""``). Anything else (blocks,
+    Jinja-only filters) renders through Jinja.
+    """
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[str] = []
+    compiler = _ConditionCompiler({}, None)
+    try:
+        for node in tree.body[0].nodes:
+            if isinstance(node, nodes.TemplateData):
+                parts.append(compiler.const(node.data))
+            else:
+                parts.append(f"_show({compiler.expr(node)})")
+    except ExpressionError:
+        return None
+    namespace: dict[str, object] = dict(_HELPERS)
+    namespace["_show"] = _show
+    namespace.update(compiler.consts)
+    body = "''.join((" + "".join(p + ", " for p in parts) + "))"
+    return eval(f"lambda C: {body}", namespace)  # type: ignore[no-any-return]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return str(value)  # a Missing value raises here, as StrictUndefined does
+
+
 def compile_template(source: str) -> Template:
     """Compile a template string once; raises ExpressionError like :func:`template_tree`."""
-    template_tree(source)
+    tree = template_tree(source)
+    simple = _simple_template(tree)
+    if simple is not None:
+        fast = simple
+
+        def render_simple(context: Mapping[str, Any]) -> str:
+            try:
+                return fast(context)
+            except EvaluationError:
+                raise
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+                raise EvaluationError(f"{type(exc).__name__}: {exc}") from None
+
+        return Template(source=source, render=render_simple)
     try:
         compiled = TEMPLATE_ENV.from_string(source)
     except TemplateSyntaxError as exc:  # pragma: no cover - parse above catches these
