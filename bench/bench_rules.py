@@ -1,9 +1,11 @@
 """Pure rule-evaluation throughput: 50 rules over a realistic event mix, on one core.
 
 Run: ``.venv/bin/python bench/bench_rules.py [--events N] [--rounds R]``. Prints a markdown
-table. It measures ``evaluate()`` only (normalisation, conditions, state primitives,
-rendering of the actions that fire, applying the state changes to a dict), with no Kafka,
-which is the ceiling the processing stage works under. Target: 20,000 events/s.
+table. It measures ``evaluate()`` (normalisation, conditions, state primitives, rendering of the
+actions that fire) plus what a caller does with the result (applying the state changes to
+a dict, counting every rule's outcome as per-rule metrics would), with no Kafka: the ceiling the processing stage works
+under. Timing is CPU time of this process, so a busy machine does not count against it.
+Target: 20,000 events/s.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ TEXTS = [
 
 
 def extra_rules() -> str:
-    """44 rules in the styles ops write, so that with the 6 shipped ones there are 50."""
+    """44 rules in the styles ops write; with the 6 shipped ones, 50."""
     rules: list[str] = []
     for i, word in enumerate(WORDS):  # keyword routing with RE2 (10)
         rules.append(
@@ -166,6 +168,15 @@ def extra_rules() -> str:
     on: connection.update
     actions:
       - log: {message: "{{ instance }} {{ conn.state }}"}
+"""
+    )
+    rules.append(
+        """  - id: new-contact
+    on: contacts.upsert
+    when: contact.phone is not none
+    throttle: {once_within: 30d, key: [instance, contact.jid]}
+    actions:
+      - kafka.produce: {topic: crm.contacts, key: "{{ contact.jid }}", value: {name: "{{ contact.push_name }}"}}
 """
     )
     rules.append(
@@ -333,8 +344,8 @@ def run_once(
             else:
                 state[key] = value
         actions += len(evaluation.actions)
-        for trace in evaluation.trace:
-            outcomes[trace.outcome] += 1
+        for _rule_id, outcome, _reason in evaluation.outcomes():  # what per-rule metrics read
+            outcomes[outcome] += 1
         now += step
     return time.process_time() - began, actions, outcomes
 

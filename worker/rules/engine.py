@@ -508,7 +508,7 @@ class _Run:
         context = template_context(view)
         context["vars"] = self.bundle.vars
         context["rule"] = {"id": rule.id, "description": rule.description}
-        context["now"] = rfc3339(self.now)
+        context["now"] = self.created_at
         if item is not None:
             context["item"] = item
         if window is not None:

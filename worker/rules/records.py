@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -234,6 +234,17 @@ class Evaluation:
                     rule_id, guard = entry
                     entries[index] = RuleTrace(rule_id, "not_matched", "guard", None, guard)
         return entries
+
+    def outcomes(self) -> Iterator[tuple[str, str, str | None]]:
+        """``(rule_id, outcome, reason)`` per trace entry, without building the entries.
+
+        For per-rule metrics on every event, where the full trace is not needed.
+        """
+        for entry in self._trace:
+            if type(entry) is tuple:
+                yield entry[0], "not_matched", "condition" if len(entry) == 3 else "guard"
+            else:
+                yield entry.rule_id, entry.outcome, entry.reason
 
     def __repr__(self) -> str:
         return (

@@ -483,3 +483,31 @@ def test_state_is_read_only_and_keys_start_with_the_rule_id(make_bundle: Make) -
 def test_naive_now_is_refused(make_bundle: Make) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         fire_due(reply_bundle(make_bundle), {}, datetime(2026, 1, 1))
+
+
+def test_outcomes_summarise_the_trace_without_building_it(make_bundle: Make) -> None:
+    bundle = make_bundle(
+        """
+        rules:
+          - id: texts
+            on: messages.upsert
+            when: msg.kind == "text"
+            throttle: none
+            actions: [{log: {message: hi}}]
+          - id: images
+            on: messages.upsert
+            when: msg.kind == "image"
+            actions: [{log: {message: hi}}]
+        """
+    )
+    ev = evaluate(bundle, {}, envelope("messages.upsert", dm()), T0)
+    assert list(ev.outcomes()) == [
+        ("texts", "matched", None),
+        ("images", "not_matched", "condition"),
+    ]
+    own = evaluate(bundle, {}, envelope("messages.upsert", dm(keyFromMe=True)), T0)
+    assert [o[2] for o in own.outcomes()] == ["guard", "guard"]
+    assert [t.describe() for t in ev.trace] == [
+        "matched → 1 action",
+        "not matched (condition): msg.kind == \"image\" — saw msg.kind='text'",
+    ]
