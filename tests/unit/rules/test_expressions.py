@@ -157,7 +157,7 @@ def test_templates_fail_loudly_on_a_missing_field() -> None:
 
 def test_templates_are_sandboxed() -> None:
     # Simple templates only look up keys, so Python attributes do not exist for them ...
-    with pytest.raises(EvaluationError, match="'__class__.__mro__' is undefined"):
+    with pytest.raises(EvaluationError, match=r"'__class__\.__mro__' is undefined"):
         compile_template("{{ msg.text.__class__.__mro__ }}").render(VIEW)
     # ... and templates rendered by Jinja run in its sandbox.
     with pytest.raises(EvaluationError, match="unsafe"):
