@@ -228,3 +228,14 @@ def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
     assert [str(d) for d in check_bundle(tmp_path)[1]] == [
         f"{tmp_path}:1:1: no rule files (*.yaml, *.yml) found"
     ]
+
+
+def test_state_key_space_follows_the_kafka_key() -> None:
+    bundle = load_bundle(SHIPPED)
+    assert [
+        bundle.state_key_space(e)
+        for e in ("messages.upsert", "presence.update", "group-participants.update", "call.upsert")
+    ] == ["chat", "chat", "group", "instance"]
+    assert [p.source for p in bundle.by_id["after-hours-reply"].key] == ["instance", "msg.chat"]
+    assert [p.source for p in bundle.by_id["group-welcome"].key] == ["instance", "group.id"]
+    assert [p.source for p in bundle.by_id["instance-down"].key] == ["instance"]
