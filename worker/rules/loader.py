@@ -683,10 +683,6 @@ class _BundleBuilder:
 # ------------------------------------------------------------------------ one rule
 
 
-def _sample_views(events: Iterable[str]) -> dict[str, dict[str, Any]]:
-    return {e: normalise(sample_envelope(e)) for e in events}
-
-
 _SAMPLE_CACHE: dict[str, dict[str, Any]] = {}
 
 
@@ -781,6 +777,12 @@ class _RuleCompiler:
         for_s = None
         if "for" in raw:
             for_s = self.read_duration(("for",), raw["for"])
+            if "for_each" in raw:
+                self.error(
+                    ("for",),
+                    "'for' cannot be combined with 'for_each' (an alert is about one key, "
+                    "not one list element); split the rule",
+                )
         resolve_when = None
         if "resolve_when" in raw:
             if "for" not in raw:
@@ -1172,7 +1174,8 @@ class _RuleCompiler:
             self.error(("window",), "window needs 'within' (e.g. 10m)")
             return None
         within = self.read_duration(("window", "within"), value["within"])
-        key = self.read_key(("window", "key"), value["key"]) if "key" in value else None
+        extras = ("item",) if "for_each" in self.raw else ()  # type: ignore[operator]
+        key = self.read_key(("window", "key"), value["key"], extras) if "key" in value else None
         if count is None or within is None:
             return None
         return Window(count, within, key)
