@@ -106,6 +106,11 @@ rules:
             "    for_each: msg.mentions\n    key: [item]",
             "r.yaml:6:11: rule \"r\": unknown name 'item'",
         ),
+        (
+            "    for_each: msg.mentions\n    for: 1m",
+            "r.yaml:6:10: rule \"r\": 'for' cannot be combined with 'for_each' "
+            "(an alert is about one key, not one list element); split the rule",
+        ),
     ],
 )
 def test_rule_validation_errors(tmp_path: Path, body: str, expected: str) -> None:
