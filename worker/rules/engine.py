@@ -36,7 +36,20 @@ from worker.rules.records import (
 )
 
 MESSAGE_EVENTS = ("messages.upsert", "send.message")
-_MISSING = object()
+#: What a condition over event data can raise besides EvaluationError: a rule that
+#: compares text with a number fails for that event (an "error" trace), never the worker.
+_RUNTIME_ERRORS = (
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    KeyError,
+    IndexError,
+    AttributeError,
+)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 _OWN_SEND = "not msg.is_own_send (an echo of a zapflow send)"
@@ -151,6 +164,8 @@ def evaluate(
                 run.rule(rule, view)
         except EvaluationError as exc:
             append(RuleTrace(rule.id, "error", reason="evaluation", condition=str(exc)))
+        except _RUNTIME_ERRORS as exc:  # e.g. comparing text with a number
+            append(RuleTrace(rule.id, "error", reason="evaluation", condition=_describe(exc)))
     return result
 
 
@@ -178,6 +193,10 @@ def fire_due(bundle: RuleBundle, state: Mapping[str, Any], now: datetime) -> Eva
             except EvaluationError as exc:
                 result._trace.append(
                     RuleTrace(rule.id, "error", reason="timer", condition=str(exc))
+                )
+            except _RUNTIME_ERRORS as exc:
+                result._trace.append(
+                    RuleTrace(rule.id, "error", reason="timer", condition=_describe(exc))
                 )
         elif kind == "w" and rule.window is not None:
             if not any(t > now_ts - rule.window.within_s for t in value.get("ts", [])):

@@ -768,6 +768,7 @@ class _RuleCompiler:
         when = self.read_condition(("when",), raw["when"]) if "when" in raw else None
         if when is not None:
             when = Fused(when)
+            self.try_on_samples(("when",), when)
         key = self.read_key(("key",), raw.get("key")) if "key" in raw else self.default_key()
         for_each = None
         if "for_each" in raw:
@@ -841,6 +842,24 @@ class _RuleCompiler:
         )
         self.risk_warnings(rule, raw)
         return rule
+
+    def try_on_samples(self, sub: _Path, condition: CondNode) -> None:
+        """Warn when a condition cannot even run on a sample of its events.
+
+        A missing ``data`` field is normal (samples do not have every optional field);
+        comparing text with a number is not, and would fail on every real event too.
+        """
+        for event in self.events:
+            try:
+                condition.test(_sample_view(event))
+            except EvaluationError:
+                continue
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                self.warn(
+                    sub,
+                    f"condition fails on a sample {event} event: {type(exc).__name__}: {exc}",
+                )
+                return
 
     def risk_warnings(self, rule: Rule, raw: Mapping[str, Any]) -> None:
         sends = any(a.kind == "whatsapp.send_text" for a in rule.actions)

@@ -511,3 +511,26 @@ def test_outcomes_summarise_the_trace_without_building_it(make_bundle: Make) -> 
         "matched → 1 action",
         "not matched (condition): msg.kind == \"image\" — saw msg.kind='text'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("msg.text > 5", "TypeError: '>' not supported between instances of 'str' and 'int'"),
+        ("1 / (msg.text | length - 2) > 0", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_condition_that_fails_on_the_data_is_an_error_trace_not_a_crash(
+    make_bundle: Make, condition: str, message: str
+) -> None:
+    bundle = make_bundle(
+        f"""
+        rules:
+          - id: r
+            on: messages.upsert
+            when: "{condition}"
+            actions: [{{log: {{message: hi}}}}]
+        """
+    )
+    (trace,) = evaluate(bundle, {}, envelope("messages.upsert", dm("oi")), T0).trace
+    assert (trace.outcome, trace.condition) == ("error", message)

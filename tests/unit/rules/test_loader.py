@@ -244,3 +244,17 @@ def test_state_key_space_follows_the_kafka_key() -> None:
     assert [p.source for p in bundle.by_id["after-hours-reply"].key] == ["instance", "msg.chat"]
     assert [p.source for p in bundle.by_id["group-welcome"].key] == ["instance", "group.id"]
     assert [p.source for p in bundle.by_id["instance-down"].key] == ["instance"]
+
+
+def test_condition_that_cannot_run_on_a_sample_is_a_warning(tmp_path: Path) -> None:
+    text = """
+    rules:
+      - id: r
+        on: messages.upsert
+        when: msg.text > 5
+        actions: [{log: {message: hi}}]
+    """
+    assert diagnostics_for(tmp_path, text) == [
+        'r.yaml:5:11: rule "r": warning: condition fails on a sample messages.upsert event: '
+        "TypeError: '>' not supported between instances of 'str' and 'int'"
+    ]
