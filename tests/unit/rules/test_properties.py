@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from tests.unit.rules.rules_helpers import T0, Runner, conn, envelope
 from worker.rules import RuleBundle, evaluate, load_bundle
-from worker.rules.normalise import NAMESPACES, normalise
+from worker.rules.normalise import NAMESPACES, normalise, sample_envelope
+from worker.rules.schema import view_schema
 
 SHIPPED_BUNDLE = load_bundle(Path(__file__).parents[3] / "rules")
 
@@ -172,3 +174,20 @@ def test_shipped_rules_never_raise_on_odd_payloads(event: str, data: object) -> 
             "resolved",
             "error",
         )
+
+
+VALIDATORS = {event: Draft202012Validator(view_schema(event)) for event in NAMESPACES}
+
+
+@pytest.mark.parametrize("event", sorted(NAMESPACES))
+def test_sample_views_match_their_json_schema(event: str) -> None:
+    Draft202012Validator.check_schema(view_schema(event))
+    errors = list(VALIDATORS[event].iter_errors(normalise(sample_envelope(event))))
+    assert errors == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=st.sampled_from(sorted(NAMESPACES)), data=payloads)
+def test_views_of_any_payload_match_their_json_schema(event: str, data: object) -> None:
+    errors = list(VALIDATORS[event].iter_errors(normalise(envelope(event, data))))
+    assert [e.message for e in errors] == []
