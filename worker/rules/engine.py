@@ -187,6 +187,9 @@ def fire_due(bundle: RuleBundle, state: Mapping[str, Any], now: datetime) -> Eva
             continue
         if not isinstance(value, dict):
             continue
+        if (kind == "a" and rule.for_s is None) or (kind == "w" and rule.window is None):
+            result.changes[key] = None  # the rule no longer keeps this kind of state
+            continue
         if kind == "a" and value.get("phase") == "pending" and value.get("due", 0) <= now_ts:
             try:
                 run.fire_pending(rule, key, rule_key, value)

@@ -534,3 +534,15 @@ def test_a_condition_that_fails_on_the_data_is_an_error_trace_not_a_crash(
     )
     (trace,) = evaluate(bundle, {}, envelope("messages.upsert", dm("oi")), T0).trace
     assert (trace.outcome, trace.condition) == ("error", message)
+
+
+def test_fire_due_drops_state_a_changed_rule_no_longer_keeps(make_bundle: Make) -> None:
+    bundle = reply_bundle(make_bundle, "throttle: none")
+    state = {
+        "reply|w|shop-bot|x": {"ts": [T0.timestamp()]},
+        "reply|a|shop-bot|x": {"phase": "firing", "since": 0},
+    }
+    assert fire_due(bundle, state, T0).changes == {
+        "reply|w|shop-bot|x": None,
+        "reply|a|shop-bot|x": None,
+    }
