@@ -122,6 +122,9 @@ class Executor:
         )
         self.limiter = SendLimiter(settings.send_rate_per_instance, settings.send_rate_per_chat)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Keys whose request is on the wire right now (shutdown lets these finish).
+        self._in_request: set[str] = set()
+        self._limiter_swept = monotonic()
         self._room = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._all_slots: asyncio.Semaphore | None = None
@@ -130,6 +133,7 @@ class Executor:
         self.table.on_recover(self._resume_pending)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
+        app.timer(settings.prune_interval_s, name=f"{settings.table_name}-prune")(self._prune)
 
     # -- the agent: claim and hand over -------------------------------------------------------
 
@@ -214,7 +218,11 @@ class Executor:
                 # not been attempted, and a crash must not use up their attempts.
                 entry = ledger.attempt_started(entry, self._wall_clock())
                 await self._write(key, entry)
-                failure = await self._perform(record, request)
+                self._in_request.add(key)
+                try:
+                    failure = await self._perform(record, request)
+                finally:
+                    self._in_request.discard(key)
             if failure is None:
                 entry = ledger.completed(entry, self._wall_clock())
                 await self._write(key, entry)
@@ -238,6 +246,10 @@ class Executor:
             await self._write(key, entry)
 
     async def _wait_for_send_limit(self, key: str, limit: SendLimitKey) -> None:
+        now = self._monotonic()
+        if now - self._limiter_swept > 60.0:
+            self.limiter.forget_idle(now)
+            self._limiter_swept = now
         wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
         if wait > 0:
             log.info("action %s waits %.2fs for the send limit of chat %s", key, wait, limit.chat)
@@ -308,7 +320,8 @@ class Executor:
             record,
             error=failure.error,
             retriable=failure.retriable,
-            attempts=entry.attempts,
+            # Failures found before anything was sent (bad params, missing secret) count as one.
+            attempts=max(1, entry.attempts),
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
         await self.app.producer.send_and_wait(
@@ -329,7 +342,7 @@ class Executor:
             record,
             error=error,
             retriable=False,
-            attempts=0,
+            attempts=1,
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
         key = record.get("idempotency_key")
@@ -367,6 +380,31 @@ class Executor:
         if resumed:
             log.info("resumed %d pending action(s) after recovery", resumed)
 
+    async def _prune(self) -> None:
+        """Forget finished keys older than ``ledger_retention_s`` so the table stays bounded.
+
+        A record replayed after its key was forgotten would be performed again; keep the
+        retention longer than any replay you would do (the actions topic's retention is a
+        natural choice).
+        """
+        ours = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topic_name
+        }
+        cutoff = self._wall_clock() - self.settings.ledger_retention_s
+        expired = []
+        for key, stored in list(self.table.items()):
+            entry = LedgerEntry.from_dict(stored)
+            if entry.finished and entry.updated_at < cutoff and entry.partition in ours:
+                expired.append((key, entry.partition))
+        for key, partition in expired:
+            with _on_partition(self.topic_name, partition):
+                del self.table[key]
+        if expired:
+            await self.app.producer.flush()
+            log.info("forgot %d finished action key(s) older than the retention", len(expired))
+
     async def _on_partitions_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         """Stop work on keys whose partition moves away; the new owner resumes them."""
         lost = {tp.partition for tp in revoked if tp.topic == self.topic_name}
@@ -382,6 +420,18 @@ class Executor:
         await asyncio.gather(*stopping, return_exceptions=True)
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Let requests on the wire finish (briefly), stop the rest; all resume from the table.
+
+        A request cut off here would be repeated after the restart (same idempotency key), so
+        a warm shutdown waits up to ``shutdown_grace_s`` for them; tasks that are only waiting
+        (retry delay, send limit) are stopped at once.
+        """
+        in_request = [t for k, t in self._tasks.items() if k in self._in_request]
+        for key, task in list(self._tasks.items()):
+            if key not in self._in_request:
+                task.cancel()
+        if in_request:
+            await asyncio.wait(in_request, timeout=self.settings.shutdown_grace_s)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
