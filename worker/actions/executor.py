@@ -27,7 +27,7 @@ import os
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -166,7 +166,10 @@ class Executor:
             self._room.clear()
             await self._room.wait()
         entry = ledger.claimed(record.to_dict(), partition, self._wall_clock())
-        await self._write(key, entry)
+        # No flush here: the task flushes before it sends anything, and Faust flushes the
+        # producer before it commits this record's offset, so the claim is durable before
+        # either could matter - and the agent never waits for Kafka per record.
+        await self._write(key, entry, flush=False)
         self._start(key, entry)
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
@@ -324,9 +327,7 @@ class Executor:
             attempts=max(1, entry.attempts),
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
-        await self.app.producer.send_and_wait(
-            self.dlq_topic_name, key.encode(), orjson.dumps(value), None, None, None
-        )
+        await self._send_to_dlq(key.encode(), value)
         log.error(
             "action %s failed for good after %d attempt(s): %s", key, entry.attempts, failure.error
         )
@@ -346,23 +347,44 @@ class Executor:
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
         key = record.get("idempotency_key")
-        await self.app.producer.send_and_wait(
-            self.dlq_topic_name,
-            key.encode() if isinstance(key, str) else None,
-            orjson.dumps(value),
-            None,
-            None,
-            None,
-        )
+        await self._send_to_dlq(key.encode() if isinstance(key, str) else None, value)
         log.error("invalid action record sent to %s: %s", self.dlq_topic_name, error)
 
     # -- the table ------------------------------------------------------------------------------
 
-    async def _write(self, key: str, entry: LedgerEntry) -> None:
-        """Store ``entry`` and wait until its changelog record is acknowledged by Kafka."""
+    async def _write(self, key: str, entry: LedgerEntry, *, flush: bool = True) -> None:
+        """Store ``entry``; with ``flush``, wait until Kafka has its changelog record.
+
+        Kafka being away is not the action's fault: keep trying rather than dead-lettering it.
+        """
         with _on_partition(self.topic_name, entry.partition):
             self.table[key] = entry.to_dict()
-        await self.app.producer.flush()
+        if flush:
+            await self._until_kafka_takes(self.app.producer.flush, f"the table entry of {key}")
+
+    async def _send_to_dlq(self, key: bytes | None, value: Mapping[str, Any]) -> None:
+        payload = orjson.dumps(value)
+
+        async def send() -> None:
+            await self.app.producer.send_and_wait(
+                self.dlq_topic_name, key, payload, None, None, None
+            )
+
+        await self._until_kafka_takes(send, f"a record for {self.dlq_topic_name}")
+
+    async def _until_kafka_takes(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await write()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot write %s to Kafka (%r); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                return
 
     async def _resume_pending(self) -> None:
         """After table recovery: restart every claimed-not-finished key of our partitions."""

@@ -162,8 +162,9 @@ async def test_sends_over_the_chat_limit_wait_and_none_is_dropped_then_keys_expi
     calls = receiver.calls_to("/message/sendText/shop-bot")
     times_a = sorted(c.at for c in calls if c.body["number"] == "5511000000001")
     assert len(times_a) == 6
-    # 4 per second with a burst of 1: six sends take at least 5 intervals of 0.25 s.
-    assert times_a[-1] - times_a[0] >= 1.2
+    # 4 per second with a burst of 1: six sends are spread over 5 intervals of 0.25 s (the
+    # first may leave a little late, hence the margin); unlimited, they would take milliseconds.
+    assert times_a[-1] - times_a[0] >= 1.0
     (b_call,) = [c for c in calls if c.body["number"] == "5511000000002"]
     # The other chat is not held up behind chat a's queue.
     assert b_call.at < times_a[-1]
