@@ -169,7 +169,7 @@ class Executor:
         # No flush here: the task flushes before it sends anything, and Faust flushes the
         # producer before it commits this record's offset, so the claim is durable before
         # either could matter - and the agent never waits for Kafka per record.
-        await self._write(key, entry, flush=False)
+        await self._write(key, entry, wait=False)
         self._start(key, entry)
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
@@ -227,8 +227,11 @@ class Executor:
                 finally:
                     self._in_request.discard(key)
             if failure is None:
+                # Not waited for: waiting would not make the write land any sooner (the crash
+                # window between the request and this write stays what it is), it would only
+                # hold the task. Faust flushes what is left before it commits or stops.
                 entry = ledger.completed(entry, self._wall_clock())
-                await self._write(key, entry)
+                await self._write(key, entry, wait=False)
                 log.info(
                     "action %s (%s) done after %d attempt(s)", key, record.kind, entry.attempts
                 )
@@ -246,7 +249,7 @@ class Executor:
             )
             now = self._wall_clock()
             entry = ledger.retry_scheduled(entry, failure.error, now + delay, now)
-            await self._write(key, entry)
+            await self._write(key, entry, wait=False)
 
     async def _wait_for_send_limit(self, key: str, limit: SendLimitKey) -> None:
         now = self._monotonic()
@@ -331,7 +334,8 @@ class Executor:
         log.error(
             "action %s failed for good after %d attempt(s): %s", key, entry.attempts, failure.error
         )
-        await self._write(key, ledger.dead_lettered(entry, failure.error, self._wall_clock()))
+        entry = ledger.dead_lettered(entry, failure.error, self._wall_clock())
+        await self._write(key, entry, wait=False)
 
     async def _dead_letter_raw(self, raw: bytes, error: str) -> None:
         try:
@@ -352,15 +356,31 @@ class Executor:
 
     # -- the table ------------------------------------------------------------------------------
 
-    async def _write(self, key: str, entry: LedgerEntry, *, flush: bool = True) -> None:
-        """Store ``entry``; with ``flush``, wait until Kafka has its changelog record.
+    async def _write(self, key: str, entry: LedgerEntry, *, wait: bool = True) -> None:
+        """Store ``entry`` and send its changelog record; with ``wait``, until Kafka has it.
 
-        Kafka being away is not the action's fault: keep trying rather than dead-lettering it.
+        Waits for this record only (a producer-wide flush would, under load, wait for every
+        other task's writes too). Kafka being away is not the action's fault: keep trying
+        rather than dead-lettering the action.
         """
+        value = entry.to_dict()
         with _on_partition(self.topic_name, entry.partition):
-            self.table[key] = entry.to_dict()
-        if flush:
-            await self._until_kafka_takes(self.app.producer.flush, f"the table entry of {key}")
+            self.table.data[key] = value
+        if not wait:
+            self.table.send_changelog(entry.partition, key, value)
+            return
+
+        async def send() -> None:
+            sent = await self.table.changelog_topic.send(
+                key=key,
+                value=value,
+                partition=entry.partition,
+                key_serializer=self.table.key_serializer,
+                value_serializer=self.table.value_serializer,
+            )
+            await sent
+
+        await self._until_kafka_takes(send, f"the table entry of {key}")
 
     async def _send_to_dlq(self, key: bytes | None, value: Mapping[str, Any]) -> None:
         payload = orjson.dumps(value)
