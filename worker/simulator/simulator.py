@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import random
 import time
@@ -22,11 +23,11 @@ from aiohttp import web
 
 from worker.events import SENT_EVENTS
 from worker.simulator import frames, ids, tokens
-from worker.simulator.hub import Counters, Hub, SocketInfo
+from worker.simulator.hub import Counters, Hub, SocketInfo, Subscriber
 from worker.simulator.payloads import ParticipantsStyle, PayloadFactory, iso
 
 _SENT: Final = frozenset(SENT_EVENTS)
-DEFAULT_PORT: Final = 8084
+_CLOSE_GRACE: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -249,12 +250,37 @@ class Simulator:
         )
         return instance
 
+    def refresh_token(self, name: str, old_token: str | None = None) -> Instance:
+        """Give ``name`` a new token, as ``PUT /instance/refreshToken`` does.
+
+        ``old_token`` (default: the current one) must verify, expired or not, and carry the
+        stored ``tokenId``. The old token keeps working on the socket and on REST until its
+        ``exp``: upstream never compares ``tokenId`` there.
+
+        Raises:
+            KeyError: unknown instance.
+            tokens.InvalidToken: the old token does not verify or is not the current one.
+        """
+        current = self.instance(name)
+        claims = tokens.verify(old_token or current.token, self.secret, self.clock(), True)
+        if claims.get("tokenId") != current.token_id:
+            raise tokens.InvalidToken("not the instance's current token")
+        now = self.clock()
+        token_id = ids.ulid(int(now * 1000), self._rng)
+        token, _ = tokens.mint(name, token_id, self.secret, int(now), self.expires_in)
+        refreshed = dataclasses.replace(current, token=token, token_id=token_id)
+        self._instances[name] = refreshed
+        return refreshed
+
     def instance(self, name: str) -> Instance:
         try:
             return self._instances[name]
         except KeyError:
             known = ", ".join(self._instances) or "none yet"
             raise KeyError(f"unknown instance {name!r} (instances: {known})") from None
+
+    def has_instance(self, name: str) -> bool:
+        return name in self._instances
 
     @property
     def instances(self) -> list[Instance]:
@@ -347,18 +373,24 @@ class Simulator:
     ) -> int:
         """Close every open socket (or those of one instance / event) with a close frame.
 
-        Returns how many were closed. Starved sockets are closed too.
+        Returns how many were closed. Starved sockets are closed too. A client that does
+        not answer the close frame within ``_CLOSE_GRACE`` seconds has its connection
+        dropped.
         """
-        closing = []
-        for sub in self.hub.subscribers(instance, event):
+        subs = self.hub.subscribers(instance, event)
+        closing: dict[asyncio.Future[Any], Subscriber] = {}
+        for sub in subs:
             ws = self.websockets.get(sub.id)
-            if ws is not None:
-                closing.append(ws.close(code=code, message=b"simulated close"))
-            else:
+            if ws is None:
                 sub.abort()
+                continue
+            closing[asyncio.ensure_future(ws.close(code=code, message=b"simulated close"))] = sub
         if closing:
-            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 5.0)
-        return len(closing)
+            _, pending = await asyncio.wait(closing, timeout=_CLOSE_GRACE)
+            for future in pending:
+                future.cancel()
+                closing[future].abort()
+        return len(subs)
 
     def refuse_handshakes(self, n: int) -> None:
         """Answer the next ``n`` socket handshakes with the bare 401, whatever they carry."""
