@@ -47,6 +47,7 @@ from worker.actions.requests import InvalidParams, OutboundRequest, SendLimitKey
 from worker.actions.retry import Failure, failure_for_exception
 from worker.actions.secrets import BadSecretReference, SecretNotSet
 from worker.actions.settings import ExecutorSettings
+from worker.actions.stats import ExecutorStats
 from worker.events import actions_topic, dlq_topic
 
 log = logging.getLogger("worker.actions")
@@ -127,6 +128,7 @@ class Executor:
             schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
         )
         self.limiter = SendLimiter(settings.send_rate_per_instance, settings.send_rate_per_chat)
+        self.stats = ExecutorStats()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: Keys whose request is on the wire right now (shutdown lets these finish).
         self._in_request: set[str] = set()
@@ -190,6 +192,7 @@ class Executor:
         try:
             record = ActionRecord.from_json(raw)
         except InvalidActionRecord as exc:
+            self.stats.invalid_records += 1
             await self._dead_letter_raw(raw, str(exc))
             return None
         key = record.idempotency_key
@@ -202,6 +205,7 @@ class Executor:
         if stored is not None:
             entry = LedgerEntry.from_dict(stored)
             if entry.finished:
+                self.stats.duplicates_skipped += 1
                 log.info("action %s already %s; skipping the redelivery", key, entry.state)
             elif key not in self._tasks:
                 self._start(key, entry)
@@ -271,6 +275,7 @@ class Executor:
                 # hold the task. Faust flushes what is left before it commits or stops.
                 entry = ledger.completed(entry, self._wall_clock())
                 await self._write(key, entry, wait=False)
+                self.stats.performed[record.kind] += 1
                 log.info(
                     "action %s (%s) done after %d attempt(s)", key, record.kind, entry.attempts
                 )
@@ -286,6 +291,7 @@ class Executor:
                 failure.error,
                 delay,
             )
+            self.stats.retries[record.kind] += 1
             now = self._wall_clock()
             entry = ledger.retry_scheduled(entry, failure.error, now + delay, now)
             await self._write(key, entry, wait=False)
@@ -295,14 +301,19 @@ class Executor:
         if now - self._limiter_swept > 60.0:
             self.limiter.forget_idle(now)
             self._limiter_swept = now
-        wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
-        if wait > 0:
-            log.info("action %s waits %.2fs for the send limit of chat %s", key, wait, limit.chat)
-            await asyncio.sleep(wait)
+        chat_wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
+        if chat_wait > 0:
+            log.info(
+                "action %s waits %.2fs for the send limit of chat %s", key, chat_wait, limit.chat
+            )
+            await asyncio.sleep(chat_wait)
         wait = self.limiter.reserve_instance(limit.instance, self._monotonic())
         if wait > 0:
             log.info("action %s waits %.2fs for the send limit of %s", key, wait, limit.instance)
             await asyncio.sleep(wait)
+        if chat_wait > 0 or wait > 0:
+            self.stats.send_limit_waits += 1
+            self.stats.send_limit_wait_seconds += chat_wait + max(wait, 0.0)
 
     def _request_for(self, record: ActionRecord) -> OutboundRequest | None:
         if record.kind in ("kafka.produce", "log"):
@@ -371,6 +382,7 @@ class Executor:
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
         await self._send_to_dlq(key.encode(), value)
+        self.stats.dead_lettered[(str(record.get("kind", "")), failure.retriable)] += 1
         log.error(
             "action %s failed for good after %d attempt(s): %s", key, entry.attempts, failure.error
         )
@@ -474,6 +486,7 @@ class Executor:
             if not entry.finished and entry.partition in ours and key not in self._tasks:
                 self._start(key, entry)
                 resumed += 1
+        self.stats.resumed += resumed
         if resumed:
             log.info("resumed %d pending action(s) after recovery", resumed)
 
@@ -591,6 +604,11 @@ class Executor:
             self._destination_slots[destination] = per_destination
         async with per_destination, self._all_slots:
             yield
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on the wire right now."""
+        return len(self._in_request)
 
     @property
     def pending(self) -> int:
