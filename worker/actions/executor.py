@@ -1,18 +1,22 @@
 """The executor: a Faust agent on the actions topic that performs each record at most once.
 
-The agent itself only claims: it records the key as ``pending`` in a changelog-backed table,
-flushes the changelog, and hands the record to a task; only then does it move on (which acks the
-record). Tasks wait for send limits and retry delays, perform, and write ``done`` or ``failed``.
-Slow endpoints, retries and send limits therefore never hold up the agent, and a crash loses no
-record: whatever was claimed but not finished is resumed from the table when its partition is
-assigned again. :mod:`worker.actions.ledger` lists the crash windows.
+The agent itself only claims: for a batch of records it records each new key as ``pending`` in
+a changelog-backed table, waits until Kafka has those claims, and hands each record to a task;
+only then does it move on (which acks the batch). Tasks wait for send limits and retry delays,
+perform, and write ``done`` or ``failed``. Slow endpoints, retries and send limits therefore
+never hold up the agent, and a crash loses no record: whatever was claimed but not finished is
+resumed from the table when its partition is assigned again. :mod:`worker.actions.ledger` lists
+the crash windows.
 
 Faust facts this relies on (faust-streaming 0.15.3):
 
 - an exception inside an agent acks the record and restarts the agent, so every record is
   handled inside ``try`` and failures go to the dead-letter topic;
-- table writes need the partition of "the current event"; tasks write from outside the stream,
-  so they set a stand-in event for the key's partition (see :func:`_on_partition`);
+- table stores take the partition from "the current event"; tasks write from outside the
+  stream, so they set a stand-in event for the key's partition (see :func:`_on_partition`);
+- the executor writes the table's changelog itself, with its own idempotent producer, so each
+  write can be awaited alone and all writes of a key stay in order (Faust's
+  ``send_and_wait`` was seen to hang on a dead letter under concurrent sends);
 - the actions topic must exist with the table's partition count before the worker starts
   (:func:`worker.actions.topics.ensure_topics`).
 """
