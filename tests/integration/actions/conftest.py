@@ -104,11 +104,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 class ExecutorProcess:
     """``zapflow actions`` as a subprocess, as the Faust docs advise for end-to-end tests."""
 
-    def __init__(self, config: Path, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, config: Path, workdir: Path, env: dict[str, str], name: str = "executor"
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.env = env
-        self.log_path = workdir / "executor.log"
+        self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -141,6 +143,10 @@ class ExecutorProcess:
         self.proc.kill()
         self.proc.wait()
 
+    async def terminate(self) -> None:
+        """SIGTERM and wait, without blocking the event loop (the receivers run on it)."""
+        await asyncio.to_thread(self.stop)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -171,6 +177,15 @@ class ExecutorHarness:
 
     async def create_topics(self, partitions: int = 1) -> None:
         await ensure_topics(self.kafka_bootstrap, [self.actions, self.dlq], partitions)
+
+    def start_peer(self, process: ExecutorProcess) -> ExecutorProcess:
+        """Another worker of the same app (same consumer group and table)."""
+        peer = ExecutorProcess(
+            process.config, self.tmp_path, process.env, name=f"executor-{len(self.processes)}"
+        )
+        peer.start()
+        self.processes.append(peer)
+        return peer
 
     def start_executor(
         self, actions: dict[str, Any], env: dict[str, str] | None = None, store: str = "memory://"
@@ -261,14 +276,17 @@ class ExecutorHarness:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
                     for r in records:
-                        table[orjson.loads(r.key)] = orjson.loads(r.value)
+                        if r.value is None:  # tombstone: the executor forgot the key
+                            table.pop(orjson.loads(r.key), None)
+                        else:
+                            table[orjson.loads(r.key)] = orjson.loads(r.value)
         finally:
             await consumer.stop()
         return table
 
     async def close(self) -> None:
         for process in self.processes:
-            process.stop()
+            await process.terminate()
         if self._producer is not None:
             await self._producer.stop()
 
