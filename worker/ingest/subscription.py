@@ -198,7 +198,7 @@ class Subscription:
             # an unknown event and a wrong path look the same.
             log.error(
                 "%s: the gateway refused the token (HTTP 401); check the instance's token "
-                "(or refresh it with PUT /instance/refreshToken); retrying every %.0fs",
+                "(or refresh it with PUT /instance/refreshToken); retrying every %.1fs",
                 self.name,
                 self._policy.max_delay,
             )
