@@ -75,14 +75,13 @@ def plan_assignment(
     rest: list[int] = []
     for partition in order:
         weight = weights[partition]
-        name = holder.get(partition)
-        keeps = name is not None and (
-            load[name] + weight <= fair if weight else count[name] < fair_count
-        )
-        if name is not None and keeps:
-            plan[name].add(partition)
-            load[name] += weight
-            count[name] += 1
+        kept = holder.get(partition)
+        if kept is not None and (
+            load[kept] + weight <= fair if weight else count[kept] < fair_count
+        ):
+            plan[kept].add(partition)
+            load[kept] += weight
+            count[kept] += 1
         else:
             rest.append(partition)
     for partition in rest:

@@ -47,6 +47,9 @@ from worker.ingest.producer import ensure_topics, security_settings
 
 log = logging.getLogger("zapflow.fleet")
 
+#: Longest wait for one step of joining (topic check, consumer start) before retrying.
+STEP_TIMEOUT = 15.0
+
 #: Weights of the control topic's partitions: partition count -> {partition: subscriptions}.
 WeightsOf = Callable[[int], Mapping[int, int]]
 
@@ -79,7 +82,11 @@ def decode_plan(data: bytes) -> dict[str, frozenset[int]]:
         return {}
 
 
-class SubscriptionAssignor(AbstractPartitionAssignor):
+def describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class SubscriptionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     """aiokafka assignor for the control topic (an instance, not the class, is passed)."""
 
     name = "zapflow-subscriptions"
@@ -88,13 +95,13 @@ class SubscriptionAssignor(AbstractPartitionAssignor):
     def __init__(self, ownership: KafkaOwnership) -> None:
         self._ownership = ownership
 
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         own = self._ownership
         return ConsumerProtocolMemberMetadata(
             self.version, list(topics), encode_member(own.member, own.state.held())
         )
 
-    def assign(  # type: ignore[override]
+    def assign(
         self,
         cluster: ClusterMetadata,
         members: Mapping[str, ConsumerProtocolMemberMetadata],
@@ -128,7 +135,7 @@ class SubscriptionAssignor(AbstractPartitionAssignor):
             for member_id in members
         }
 
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:  # type: ignore[override]
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
         self._ownership.fleet = decode_plan(assignment.user_data)
 
 
@@ -218,17 +225,28 @@ class KafkaOwnership:
     async def _run(self) -> None:
         delay = 1.0
         while True:
+            consumer = None
             try:
-                await ensure_topics(replace(self.kafka, partitions=self.config.partitions), [self.topic])
+                log.debug("%s: making sure the control topic %s exists", self.member, self.topic)
+                await asyncio.wait_for(
+                    ensure_topics(
+                        replace(self.kafka, partitions=self.config.partitions), [self.topic]
+                    ),
+                    STEP_TIMEOUT,
+                )
                 consumer = self._new_consumer()
-                await consumer.start()
+                await asyncio.wait_for(consumer.start(), STEP_TIMEOUT)
+                log.debug("%s joining the ownership group %s", self.member, self.group)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if consumer is not None:
+                    with contextlib.suppress(Exception):
+                        await consumer.stop()
                 log.warning(
                     "cannot join the ownership group %s yet (%s); retrying in %.0fs",
                     self.group,
-                    exc,
+                    describe(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)

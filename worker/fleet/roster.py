@@ -19,7 +19,7 @@ from worker.fleet.assignment import SubscriptionKey, partition_weights, subscrip
 from worker.fleet.config import OwnershipConfig
 from worker.fleet.ownership import KafkaOwnership
 from worker.ingest.config import IngestConfig, InstanceConfig
-from worker.ingest.stats import SubscriptionState
+from worker.ingest.stats import SubscriptionState, SubscriptionStats
 
 log = logging.getLogger("zapflow.fleet")
 
@@ -28,10 +28,7 @@ RELEASE_CHECK_INTERVAL = 0.05
 
 
 class RunningSubscription(Protocol):
-    def stop(self) -> None: ...
-
-    @property
-    def stats(self) -> Any: ...
+    stats: SubscriptionStats
 
 
 class SubscriptionHost(Protocol):
