@@ -92,6 +92,27 @@ def plan_assignment(
     return {name: frozenset(parts) for name, parts in plan.items()}
 
 
+def contested(
+    plan: Mapping[str, Iterable[int]], claims: Mapping[str, Iterable[int]]
+) -> dict[str, frozenset[int]]:
+    """Per member, the planned partitions on which another member still has a socket open.
+
+    ``claims`` are the partitions each member reported holding (owned or releasing) when
+    it joined. If someone else holds one, the gateway may be sending to that socket
+    rather than to ours (newest wins), so the planned holder must open a new socket even
+    if it kept one. This catches what a member cannot see alone: a partition that was
+    given to another member during a generation this member missed.
+    """
+    claimants: dict[int, set[str]] = {}
+    for name, parts in claims.items():
+        for partition in parts:
+            claimants.setdefault(partition, set()).add(name)
+    return {
+        name: frozenset(p for p in parts if claimants.get(p, set()) - {name})
+        for name, parts in plan.items()
+    }
+
+
 def owned_keys(
     keys: Iterable[SubscriptionKey], partitions: Iterable[int], partition_count: int
 ) -> set[SubscriptionKey]:

@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -39,7 +39,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
-from worker.fleet.assignment import plan_assignment
+from worker.fleet.assignment import contested, plan_assignment
 from worker.fleet.config import OwnershipConfig
 from worker.fleet.handover import Handover
 from worker.ingest.config import KafkaConfig
@@ -54,32 +54,61 @@ STEP_TIMEOUT = 15.0
 WeightsOf = Callable[[int], Mapping[int, int]]
 
 
-def encode_member(name: str, held: Iterable[int]) -> bytes:
-    return json.dumps({"name": name, "held": sorted(held)}).encode()
+@dataclass(frozen=True)
+class MemberClaim:
+    """What a member tells the leader when it joins."""
+
+    name: str
+    owned: frozenset[int] = frozenset()
+    releasing: frozenset[int] = frozenset()
 
 
-def decode_member(data: bytes) -> tuple[str, list[int]]:
-    """A member's name and held partitions from its join metadata (tolerates garbage)."""
-    try:
-        body = json.loads(data)
-        return str(body["name"]), [int(p) for p in body.get("held", [])]
-    except (ValueError, KeyError, TypeError):
-        return "?", []
-
-
-def encode_plan(plan: Mapping[str, frozenset[int]], names: Mapping[str, str]) -> bytes:
+def encode_member(claim: MemberClaim) -> bytes:
     return json.dumps(
-        {"members": {names[m]: sorted(parts) for m, parts in sorted(plan.items())}}
+        {"name": claim.name, "owned": sorted(claim.owned), "releasing": sorted(claim.releasing)}
     ).encode()
 
 
-def decode_plan(data: bytes) -> dict[str, frozenset[int]]:
-    """Member name -> partitions, from the leader's assignment (empty if unreadable)."""
+def decode_member(data: bytes) -> MemberClaim | None:
+    """A member's claim from its join metadata (``None`` if unreadable)."""
     try:
-        members = json.loads(data)["members"]
-        return {str(n): frozenset(int(p) for p in parts) for n, parts in members.items()}
+        body = json.loads(data)
+        return MemberClaim(
+            str(body["name"]),
+            frozenset(int(p) for p in body.get("owned", [])),
+            frozenset(int(p) for p in body.get("releasing", [])),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """What the leader tells each member: the whole fleet, and what to renew."""
+
+    #: Member name -> partitions, for every member.
+    fleet: Mapping[str, frozenset[int]]
+    #: This member's partitions on which another member still has a socket.
+    renew: frozenset[int] = frozenset()
+
+
+def encode_plan(plan: MemberPlan) -> bytes:
+    return json.dumps(
+        {
+            "members": {n: sorted(parts) for n, parts in sorted(plan.fleet.items())},
+            "renew": sorted(plan.renew),
+        }
+    ).encode()
+
+
+def decode_plan(data: bytes) -> MemberPlan:
+    """The leader's message (an empty plan if unreadable)."""
+    try:
+        body = json.loads(data)
+        fleet = {str(n): frozenset(int(p) for p in parts) for n, parts in body["members"].items()}
+        return MemberPlan(fleet, frozenset(int(p) for p in body.get("renew", [])))
     except (ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        return MemberPlan({})
 
 
 def describe(exc: BaseException) -> str:
@@ -97,9 +126,8 @@ class SubscriptionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         own = self._ownership
-        return ConsumerProtocolMemberMetadata(
-            self.version, list(topics), encode_member(own.member, own.state.held())
-        )
+        claim = MemberClaim(own.member, own.state.owned(), own.state.releasing())
+        return ConsumerProtocolMemberMetadata(self.version, list(topics), encode_member(claim))
 
     def assign(
         self,
@@ -113,30 +141,43 @@ class SubscriptionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         for p in partitions:
             weights.setdefault(p, 0)
         names: dict[str, str] = {}
-        previous: dict[str, list[int]] = {}
+        owned: dict[str, frozenset[int]] = {}
+        claims: dict[str, frozenset[int]] = {}
         for member_id, meta in members.items():
-            name, held = decode_member(meta.user_data)
-            names[member_id] = name if name != "?" else member_id
-            previous[member_id] = held
+            claim = decode_member(meta.user_data) or MemberClaim(member_id)
+            names[member_id] = claim.name
+            owned[member_id] = claim.owned
+            claims[member_id] = claim.owned | claim.releasing
+        # A partition nobody owns stays with whoever still has its socket open.
+        owned_somewhere = set().union(*owned.values()) if owned else set()
+        previous = {
+            m: owned[m] | {p for p in claims[m] if p not in owned_somewhere} for m in members
+        }
         plan = plan_assignment(weights, members, previous)
-        shared = encode_plan(plan, names)
+        renew = contested(plan, claims)
+        fleet = {names[m]: parts for m, parts in plan.items()}
         log.info(
-            "assigning %d subscription partitions to %d processes: %s",
+            "assigning %d subscription partitions to %d processes: %s%s",
             len(weights),
             len(members),
             ", ".join(
                 f"{names[m]}={sum(weights[p] for p in parts)}" for m, parts in sorted(plan.items())
             ),
+            f"; {sum(map(len, renew.values()))} to renew" if any(renew.values()) else "",
         )
         return {
             member_id: ConsumerProtocolMemberAssignment(
-                self.version, [(topic, sorted(plan.get(member_id, ())))], shared
+                self.version,
+                [(topic, sorted(plan.get(member_id, ())))],
+                encode_plan(MemberPlan(fleet, renew.get(member_id, frozenset()))),
             )
             for member_id in members
         }
 
     def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
-        self._ownership.fleet = decode_plan(assignment.user_data)
+        plan = decode_plan(assignment.user_data)
+        self._ownership.fleet = dict(plan.fleet)
+        self._ownership.leader_renew = plan.renew
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -159,6 +200,8 @@ class KafkaOwnership:
         weights_of: the configured subscriptions per partition, for the leader's plan.
         on_change: called (on the loop) whenever the held partitions change.
         clock: monotonic seconds.
+        settle: when to renew a newly owned subscription once more (see
+            :class:`~worker.fleet.handover.Handover`).
     """
 
     def __init__(
@@ -167,7 +210,9 @@ class KafkaOwnership:
         config: OwnershipConfig,
         weights_of: WeightsOf,
         on_change: Callable[[], None],
+        *,
         clock: Callable[[], float] = time.monotonic,
+        settle: float = 0.0,
     ) -> None:
         self.kafka = kafka
         self.config = config
@@ -179,9 +224,11 @@ class KafkaOwnership:
         self.group = config.group_id(kafka.topic_prefix)
         #: Partitions of the control topic (the configured count until the topic is seen).
         self.partitions = config.partitions
-        self.state = Handover(grace=config.grace)
+        self.state = Handover(grace=config.grace, settle=settle)
         #: The whole fleet as the leader last planned it: member name -> partitions.
         self.fleet: dict[str, frozenset[int]] = {}
+        #: Partitions the leader said to renew in the latest assignment.
+        self.leader_renew: frozenset[int] = frozenset()
         self.rebalances = 0
         self.joined = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -196,7 +243,8 @@ class KafkaOwnership:
 
     def assigned(self, partitions: list[int]) -> None:
         before = self.state.releasing()
-        self.state = self.state.assign(partitions, self._clock())
+        self.state = self.state.assign(partitions, self._clock()).renew(self.leader_renew)
+        self.leader_renew = frozenset()
         self.rebalances += 1
         back = len(before & self.state.owned())
         log.info(

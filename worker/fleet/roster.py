@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -23,6 +23,8 @@ from worker.ingest.stats import SubscriptionState, SubscriptionStats
 
 log = logging.getLogger("zapflow.fleet")
 
+#: How long the host waits for a stopping subscription before cancelling it.
+STOP_TIMEOUT = 5.0
 #: How often releasing subscriptions are checked for a closed connection.
 RELEASE_CHECK_INTERVAL = 0.05
 
@@ -50,8 +52,11 @@ class SubscriptionRoster:
         self._host = host
         self.ownership: KafkaOwnership | None = None
         if ownership.enabled:
+            # A stray handshake of a previous holder ends within its grace period plus
+            # the stop timeout of a subscription (at most the open timeout, 5s floor).
+            settle = ownership.grace + max(host.config.open_timeout, STOP_TIMEOUT) + 1.0
             self.ownership = KafkaOwnership(
-                host.config.kafka, ownership, self._weights, self.reconcile
+                host.config.kafka, ownership, self._weights, self.reconcile, settle=settle
             )
         self._stopping: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
@@ -99,6 +104,8 @@ class SubscriptionRoster:
         stop = [key for key in running if key not in run and key not in keep]
         for key in stop:
             self._stop(key)
+        for key in self._take_renewals(running):
+            self._spawn(self._renew(key, running[key]))
         if started or stop:
             log.info(
                 "subscriptions: %d started, %d stopped, %d running, %d releasing",
@@ -108,10 +115,45 @@ class SubscriptionRoster:
                 len(keep & set(running)),
             )
 
+    def _take_renewals(self, running: Mapping[SubscriptionKey, Any]) -> list[SubscriptionKey]:
+        """Running keys whose sockets are starved (ours again after another process's)."""
+        own = self.ownership
+        if own is None or not own.state.renewals():
+            return []
+        renew = own.state.renewals()
+        own.state = own.state.renewed(renew)
+        keys = [k for k in running if subscription_partition(*k, own.partitions) in renew]
+        if keys:
+            log.info("renewing %d subscriptions another process held meanwhile", len(keys))
+        return keys
+
     def _stop(self, key: SubscriptionKey) -> None:
-        task = asyncio.get_running_loop().create_task(self._host.stop_subscription(key))
+        self._spawn(self._host.stop_subscription(key))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
+
+    async def _renew(self, key: SubscriptionKey, old: RunningSubscription) -> None:
+        """Make-before-break: open a new socket for the key, then close the starved one."""
+        instances = {i.name: i for i in self._host.config.instances}
+        if key[0] not in instances:
+            return
+        stats = old.stats
+        connects = stats.connects
+        # The new subscription is appended after the old one, so the host's
+        # stop_subscription (first match) stops the old one.
+        self._host.start_subscription(instances[key[0]], key[1])
+        # Counters change without an event to wait on; look every 20 ms.
+        for _ in range(int((self._host.config.open_timeout + 1.0) / 0.02)):
+            if stats.connects != connects:
+                break
+            await asyncio.sleep(0.02)
+        await self._host.stop_subscription(key)
+        if stats.state == SubscriptionState.STOPPED and key in self._host.running_subscriptions():
+            # Both share the key's counters; the old one's end is not the key's state.
+            stats.state = SubscriptionState.OPEN
 
     async def _watch_releasing(self) -> None:
         """A releasing socket that closes is not reopened: that would take the key back."""

@@ -134,8 +134,11 @@ class IngestService:
             if (sub.subscriber.instance, sub.subscriber.event) == key:
                 task = self._tasks[i]
                 del self.subscriptions[i], self._tasks[i]
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                sub.stop()  # reads what the gateway sent until it answers the close
+                _, pending = await asyncio.wait([task], timeout=5.0)
+                for late in pending:
+                    late.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 return
 
@@ -176,11 +179,16 @@ class IngestService:
             # period, so the processes taking over have opened their sockets.
             await self.roster.leave()
             await self.roster.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for sub in self.subscriptions:
+            sub.stop()
+        if self._tasks:
+            # Each subscription reads until the gateway has answered its close frame.
+            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._tasks.clear()
         for extra in (self._summary_task, self._count_frames_task):
             if extra is not None:

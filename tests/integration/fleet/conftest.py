@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from worker.events import STREAMED_EVENTS, event_topic
+from worker.simulator import Simulator
 
 ROOT = Path(__file__).resolve().parents[3]
 #: Reading Kafka back stops after this long without a new record.
@@ -34,20 +35,9 @@ QUIET = 4.0
 Key = tuple[str, str]
 
 
-def _gateway_class() -> Any:
-    try:
-        from worker.simulator import Simulator
-    except ImportError:
-        from tests.integration.ingest.fake_gateway import FakeGateway
-
-        return FakeGateway
-    return Simulator
-
-
 @pytest.fixture
-async def gateway() -> AsyncIterator[Any]:
-    cls = _gateway_class()
-    sim = cls(secret="sim-secret", apikey="sim-apikey", host="127.0.0.1", port=0, seed=1)
+async def gateway() -> AsyncIterator[Simulator]:
+    sim = Simulator(secret="sim-secret", apikey="sim-apikey", host="127.0.0.1", port=0, seed=1)
     await sim.start()
     try:
         yield sim
@@ -164,6 +154,7 @@ class Fleet:
             "ingest": {
                 "reconnect": {"first_delay": "0.3s", "max_delay": "2s", "stable_after": "1s"},
                 "resubscribe_after_silence": 0,
+                "open_timeout": "3s",
                 "summary_interval": "5s",
                 "spool": {"path": str(spool)},
                 "ownership": {

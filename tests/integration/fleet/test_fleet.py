@@ -113,3 +113,44 @@ async def test_a_killed_process_loses_its_subscriptions_to_the_others(fleet_fact
     assert gaps == 0, report
     assert not short_after, f"{report}; per key {short_after}"
     assert set().union(*owned_after.values()) == set(fleet.keys), report
+
+
+async def test_a_rolling_restart_loses_no_event(fleet_factory: Any) -> None:
+    fleet = fleet_factory(instances=20)
+    for _ in range(3):
+        fleet.add_process()
+    await fleet.wait_settled(timeout=60)
+    load = Load(fleet.gateway, fleet.keys, rate=500.0)
+    load.start()
+    started = time.monotonic()
+    handovers = []
+    for old in list(fleet.processes):
+        await asyncio.sleep(1.0)
+        term_at = time.monotonic()
+        old.signal(signal.SIGTERM)
+        code = await old.wait_exit(timeout=30)
+        exited = time.monotonic() - term_at
+        assert code == 0, f"{old.name} exited with {code}\n{fleet.logs()}"
+        fleet.add_process()
+        await fleet.wait_settled(timeout=60)
+        handovers.append(f"{old.name} exited {exited:.1f}s after SIGTERM")
+    await asyncio.sleep(1.0)
+    await load.stop()
+    took = time.monotonic() - started
+
+    delivered = delivered_per_key(fleet.gateway, fleet.keys)
+    dropped = fleet.gateway.counters().dropped
+    kafka = await kafka_tally(fleet.bootstrap, fleet.prefix, sum(delivered.values()))
+    lost = {k: delivered[k] - kafka.counts[k] for k in fleet.keys if delivered[k] > kafka.counts[k]}
+    gaps = sum(kafka.seq_gaps(k) for k in fleet.keys)
+    report = (
+        f"rolling restart of 3 processes (SIGTERM, then a new one) at 500 events/s over "
+        f"{took:.0f}s: {load.emitted} emitted, {sum(delivered.values())} delivered, "
+        f"{dropped} dropped by the gateway (no live socket), {kafka.total()} in Kafka "
+        f"({kafka.duplicates} duplicates), {sum(lost.values())} lost, {gaps} sequence gaps; "
+        + "; ".join(handovers)
+    )
+    print(f"\n[fleet] {report}")
+    assert not lost, f"{report}; per key {lost}"
+    assert gaps == 0, report
+    assert dropped == 0, report

@@ -21,23 +21,13 @@ from worker.ingest.config import (
     ProducerTuning,
     SpoolConfig,
 )
-
-
-def _gateway_class() -> Any:
-    try:
-        from worker.simulator import Simulator
-    except ImportError:
-        from tests.integration.ingest.fake_gateway import FakeGateway
-
-        return FakeGateway
-    return Simulator
+from worker.simulator import Simulator
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Any]:
-    """The CodeChat simulator (socket side), on 127.0.0.1 and a free port."""
-    cls = _gateway_class()
-    sim = cls(secret="sim-secret", apikey="sim-apikey", host="127.0.0.1", port=0, seed=1)
+async def gateway() -> AsyncIterator[Simulator]:
+    """The CodeChat simulator on 127.0.0.1 and a free port."""
+    sim = Simulator(secret="sim-secret", apikey="sim-apikey", host="127.0.0.1", port=0, seed=1)
     await sim.start()
     try:
         yield sim
@@ -133,3 +123,22 @@ def sequence_gaps(envelopes: Iterable[dict[str, Any]]) -> list[str]:
         if missing:
             problems.append(f"{conn}: missing {sorted(missing)[:10]}")
     return problems
+
+
+async def paced_traffic(
+    gateway: Any,
+    targets: list[tuple[str, str]],
+    rate: float,
+    stop: asyncio.Event,
+) -> None:
+    """Emit round-robin over (instance, event) at about ``rate`` events per second."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = 0
+    while not stop.is_set():
+        due = int((loop.time() - start) * rate)
+        while sent < due:
+            instance, event = targets[sent % len(targets)]
+            await gateway.emit(instance, event)
+            sent += 1
+        await asyncio.sleep(0.01)

@@ -200,3 +200,50 @@ async def test_malformed_frames_go_to_the_invalid_topic_and_ingest_carries_on(
     assert sorted(e["source"]["seq"] for e in valid + invalid) == [1, 2, 3, 4, 5]
     assert sequence_gaps(valid + invalid) == []
     assert SENT_EVENTS  # the shapes themselves are covered by test_delivery
+
+
+async def test_a_silent_subscription_is_taken_back_make_before_break(
+    gateway: Any, kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    from websockets.asyncio.client import connect
+
+    shop = gateway.create_instance("shop-bot")
+    config = make_config(
+        gateway,
+        [(shop.name, shop.token)],
+        bootstrap=kafka_bootstrap,
+        prefix=unique_prefix,
+        spool_dir=tmp_path,
+        events=("messages.upsert",),
+        resubscribe_after_silence=1.0,
+    )
+    service = IngestService(config)
+    await service.start()
+    sub = service.stats.subscription("shop-bot", "messages.upsert")
+    try:
+        await gateway.wait_subscribed("shop-bot", ["messages.upsert"], timeout=20)
+        assert await gateway.emit("shop-bot", "messages.upsert")
+        # Someone else subscribes to the same key: CodeChat silently starves our socket.
+        async with connect(gateway.subscription_url("shop-bot", "messages.upsert")) as thief:
+            await wait_for(lambda: gateway.sockets("shop-bot", "messages.upsert").open >= 2)
+            stolen = await gateway.emit("shop-bot", "messages.upsert")
+            assert stolen
+            assert await thief.recv(decode=True)
+            assert sub.reconnects == 0
+            # After the silence threshold ingest opens a new socket, then closes the old.
+            await wait_for(lambda: sub.resubscribes >= 1, timeout=10, message="resubscribe")
+            for _ in range(5):
+                assert await gateway.emit("shop-bot", "messages.upsert")
+            await wait_for(lambda: service.stats.produced >= 6, timeout=10)
+        assert sub.state == SubscriptionState.OPEN
+        assert sub.reconnects == 0  # taken back without a gap, not reconnected after a drop
+    finally:
+        await service.stop()
+    records = await read_topics(
+        kafka_bootstrap,
+        [event_topic("messages.upsert", unique_prefix)],
+        lambda r: len(r) >= 6,
+    )
+    envelopes = [envelope(r) for r in records]
+    assert len(envelopes) == 6
+    assert len({e["source"]["connection"] for e in envelopes}) >= 2

@@ -4,6 +4,7 @@ import pytest
 
 from worker.events import STREAMED_EVENTS
 from worker.fleet.assignment import (
+    contested,
     owned_keys,
     partition_weights,
     plan_assignment,
@@ -98,3 +99,16 @@ def test_owned_keys_are_those_of_the_held_partitions() -> None:
     mine = owned_keys(KEYS, [0, 1, 2], 64)
     assert mine == {k for k in KEYS if subscription_partition(*k, 64) in {0, 1, 2}}
     assert owned_keys(KEYS, range(64), 64) == set(KEYS)
+
+
+def test_a_partition_another_member_still_holds_is_contested() -> None:
+    plan = {"a": [1, 2], "b": [3]}
+    claims = {"a": [1], "b": [2, 3], "c": [3]}
+    assert contested(plan, claims) == {"a": frozenset({2}), "b": frozenset({3})}
+
+
+def test_nothing_is_contested_when_each_member_keeps_its_own() -> None:
+    assert contested({"a": [1], "b": [2]}, {"a": [1], "b": [2]}) == {
+        "a": frozenset(),
+        "b": frozenset(),
+    }

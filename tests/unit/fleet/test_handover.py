@@ -65,3 +65,52 @@ def test_leaving_releases_everything_after_the_grace_period() -> None:
 def test_zero_grace_lets_go_at_once() -> None:
     state = Handover(grace=0.0).assign([1], now=0.0).revoke([1], now=2.0)
     assert state.expire(2.0).held() == frozenset()
+
+
+def test_partitions_left_out_of_an_assignment_were_given_away() -> None:
+    state = Handover(grace=10.0).assign([1, 2], now=0.0).revoke([1, 2], now=1.0)
+    state = state.assign([1], now=1.2)
+    assert state.holds[2].given_away
+    assert not state.holds[1].renew
+
+
+def test_back_after_another_process_held_it_means_a_new_socket() -> None:
+    # Ours, given to another process (which opened the newer, live socket), then ours
+    # again within the grace period: the socket we kept is starved and must be replaced.
+    state = Handover(grace=10.0).assign([1, 2], now=0.0)
+    state = state.revoke([1, 2], now=1.0).assign([1], now=1.1)
+    state = state.revoke([1], now=3.0).assign([1, 2], now=3.1)
+    assert state.owned() == {1, 2}
+    assert state.renewals() == {2}
+    assert state.renewed([2]).renewals() == frozenset()
+
+
+def test_a_renewal_survives_another_rebalance_until_done() -> None:
+    state = Handover(grace=10.0).assign([2], now=0.0).revoke([2], now=1.0).assign([], now=1.1)
+    state = state.assign([2], now=2.0).revoke([2], now=2.5).assign([2], now=2.6)
+    assert state.renewals() == {2}
+
+
+def test_a_new_partition_is_renewed_once_after_the_settle_delay() -> None:
+    state = Handover(grace=3.0, settle=9.0).assign([1], now=0.0)
+    assert state.next_release() == 9.0
+    assert state.expire(8.9).renewals() == frozenset()
+    due = state.expire(9.0)
+    assert due.renewals() == {1}
+    done = due.renewed([1])
+    assert done.renewals() == frozenset()
+    assert done.next_release() is None
+
+
+def test_kept_through_a_rebalance_is_not_renewed_again() -> None:
+    state = Handover(grace=3.0, settle=9.0).assign([1], now=0.0).expire(9.0).renewed([1])
+    state = state.revoke([1], now=20.0).assign([1], now=20.1)
+    assert state.next_release() is None
+    assert state.renewals() == frozenset()
+
+
+def test_back_after_being_given_away_is_renewed_now_and_after_settling() -> None:
+    state = Handover(grace=3.0, settle=9.0).assign([1], now=0.0).expire(9.0).renewed([1])
+    state = state.revoke([1], now=20.0).assign([], now=20.1).assign([1], now=21.0)
+    assert state.renewals() == {1}
+    assert state.renewed([1]).expire(30.0).renewals() == {1}
