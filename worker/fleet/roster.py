@@ -59,6 +59,8 @@ class SubscriptionRoster:
                 host.config.kafka, ownership, self._weights, self.reconcile, settle=settle
             )
         self._stopping: set[asyncio.Task[None]] = set()
+        #: Keys between the start of their new socket and the stop of the old one.
+        self._renewing: set[SubscriptionKey] = set()
         self._watch: asyncio.Task[None] | None = None
         self._left = False
 
@@ -105,7 +107,9 @@ class SubscriptionRoster:
         for key in stop:
             self._stop(key)
         for key in self._take_renewals(running):
-            self._spawn(self._renew(key, running[key]))
+            if key not in self._renewing:
+                self._renewing.add(key)
+                self._spawn(self._renew(key, running[key]))
         if started or stop:
             log.info(
                 "subscriptions: %d started, %d stopped, %d running, %d releasing",
@@ -137,6 +141,12 @@ class SubscriptionRoster:
 
     async def _renew(self, key: SubscriptionKey, old: RunningSubscription) -> None:
         """Make-before-break: open a new socket for the key, then close the starved one."""
+        try:
+            await self._replace(key, old)
+        finally:
+            self._renewing.discard(key)
+
+    async def _replace(self, key: SubscriptionKey, old: RunningSubscription) -> None:
         instances = {i.name: i for i in self._host.config.instances}
         if key[0] not in instances:
             return
@@ -163,6 +173,8 @@ class SubscriptionRoster:
             if self._left:
                 keep = set(self._host.running_subscriptions())
             for key, sub in list(self._host.running_subscriptions().items()):
+                if key in self._renewing:
+                    continue  # two sockets share the key's counters; _renew decides
                 if key in keep and sub.stats.state != SubscriptionState.OPEN:
                     self._stop(key)
 

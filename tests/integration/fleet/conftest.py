@@ -73,8 +73,6 @@ class IngestProcess:
                     str(self.config),
                     "--status-port",
                     str(self.status_port),
-                    "--log-level",
-                    "DEBUG",
                 ],
                 cwd=ROOT,
                 env=self.env,
@@ -138,13 +136,20 @@ class Fleet:
     def keys(self) -> list[Key]:
         return [(i, e) for i in self.instances for e in STREAMED_EVENTS]
 
-    def write_config(self, path: Path, spool: Path) -> None:
+    def write_config(self, path: Path, spool: Path, token_files: bool = False) -> None:
+        """A process's config; tokens from its environment, or from files (which a
+        running process can read on reload, unlike a changed environment)."""
+        instances = []
+        for n, name in enumerate(self.instances):
+            if token_files:
+                token_file = self.tmp / f"token-{name}"
+                token_file.write_text(self.tokens[name])
+                instances.append({"name": name, "token": f"${{file:{token_file}}}"})
+            else:
+                instances.append({"name": name, "token": f"${{env:ZF_TOKEN_{n}}}"})
         doc = {
             "gateway": {"url": self.gateway.ws_url},
-            "instances": [
-                {"name": name, "token": f"${{env:ZF_TOKEN_{n}}}"}
-                for n, name in enumerate(self.instances)
-            ],
+            "instances": instances,
             "kafka": {
                 "bootstrap_servers": self.bootstrap,
                 "topic_prefix": self.prefix,
@@ -181,6 +186,11 @@ class Fleet:
         self.processes.append(proc)
         proc.start()
         return proc
+
+    def rewrite_configs(self) -> None:
+        """Write every process's config again from ``instances`` (token files)."""
+        for n, proc in enumerate(self.processes):
+            self.write_config(proc.config, self.tmp / f"spool-{n}.sqlite", token_files=True)
 
     def live(self) -> list[IngestProcess]:
         return [p for p in self.processes if p.alive]

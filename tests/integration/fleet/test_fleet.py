@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.integration.fleet.conftest import Load, delivered_per_key, kafka_tally
+from worker.events import STREAMED_EVENTS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -73,6 +74,7 @@ async def test_a_killed_process_loses_its_subscriptions_to_the_others(fleet_fact
 
     delivered = delivered_per_key(fleet.gateway, fleet.keys)
     dropped_in_gap = sum(fleet.gateway.counters(*k).dropped for k in victim_keys) - dropped_before
+    dropped_elsewhere = sum(fleet.gateway.counters(*k).dropped for k in survivors_keys)
     kafka = await kafka_tally(fleet.bootstrap, fleet.prefix, sum(delivered.values()))
     lost_live = {
         k: delivered[k] - kafka.counts[k] for k in survivors_keys if delivered[k] != kafka.counts[k]
@@ -98,7 +100,8 @@ async def test_a_killed_process_loses_its_subscriptions_to_the_others(fleet_fact
     report = (
         f"SIGKILL of 1 of 3 processes at 500 events/s: {len(victim_keys)} subscriptions moved; "
         f"takeover {gap_min:.1f}s..{gap_max:.1f}s after the kill; "
-        f"{dropped_in_gap} events dropped by the gateway meanwhile (no live socket); "
+        f"{dropped_in_gap} events dropped by the gateway meanwhile (no live socket), "
+        f"{dropped_elsewhere} on the other processes' subscriptions; "
         f"{load.emitted} emitted, {sum(delivered.values())} delivered, "
         f"{kafka.total()} in Kafka ({kafka.duplicates} duplicates); "
         f"lost on live subscribers {sum(lost_live.values())}; "
@@ -154,3 +157,34 @@ async def test_a_rolling_restart_loses_no_event(fleet_factory: Any) -> None:
     assert not lost, f"{report}; per key {lost}"
     assert gaps == 0, report
     assert dropped == 0, report
+
+
+async def test_instances_added_and_removed_at_runtime_follow_a_sighup(
+    fleet_factory: Any,
+) -> None:
+    fleet = fleet_factory(instances=4)
+    for _ in range(2):
+        fleet.add_process()
+    await fleet.wait_settled(timeout=60)
+    removed = fleet.instances[0]
+    for name in ("late-a", "late-b"):
+        fleet.tokens[name] = fleet.gateway.create_instance(name).token
+    fleet.instances = [*fleet.instances[1:], "late-a", "late-b"]
+    # A running process cannot see new environment variables: the new instances'
+    # tokens come from files.
+    fleet.rewrite_configs()
+    for proc in fleet.processes:
+        proc.signal(signal.SIGHUP)
+    started = time.monotonic()
+    owned = await fleet.wait_settled(timeout=30)
+    took = time.monotonic() - started
+    left_open = sum(fleet.gateway.sockets(removed, e).open for e in STREAMED_EVENTS)
+    report = (
+        f"SIGHUP with 1 instance removed and 2 added (2 processes): settled in {took:.1f}s; "
+        f"owned { ({n: len(s) for n, s in sorted(owned.items())}) }; "
+        f"{left_open} sockets left open for the removed instance"
+    )
+    print(f"\n[fleet] {report}")
+    assert set().union(*owned.values()) == set(fleet.keys), report
+    assert left_open == 0, report
+    assert all(fleet.gateway.sockets("late-b", e).live_id for e in STREAMED_EVENTS), report
