@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench lock clean kafka-jars tools
+.PHONY: run test lint typecheck unit integration chaos bench lock clean kafka-jars tools
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zapflow needs Python 3.11 or newer (found %s); install it and run make again" % sys.version.split()[0])'
@@ -46,6 +46,10 @@ unit: $(STAMP)
 
 integration: kafka-jars
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# The multi-process chaos tests alone, with their measurements printed (also part of test).
+chaos: kafka-jars
+	$(BIN)/pytest tests/integration/fleet -s $(PYTEST_ARGS)
 
 bench: kafka-jars
 	$(BIN)/python -m bench

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -116,6 +117,29 @@ async def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
         await admin.close()
 
 
+class KeyPartitions:
+    """The partition of a key, exactly as aiokafka's default partitioner picks it.
+
+    Same murmur2 hash as the Java client and Faust, so consumers that partition state by
+    these keys agree with us; cached per key, because aiokafka's hash is pure Python and
+    the keys (instance, chat) repeat all the time.
+    """
+
+    def __init__(self, max_keys: int = 200_000) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+
+    def partition(self, key: bytes, count: int) -> int:
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            from aiokafka.partitioner import murmur2
+
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed % count
+
+
 class EventPipeline:
     """Accepts records from the subscriptions and gets them into Kafka, one way or another.
 
@@ -157,8 +181,11 @@ class EventPipeline:
         self._closing = False
         self._spool_warned = False
         self._spool_full = False
+        self._spool_failing = False
         self._spool_warn_ratio = spool_warn_ratio
         self._producer_broken = False
+        self._partition_counts: dict[str, int] = {}
+        self._key_partitions = KeyPartitions()
         self.kafka_ready = asyncio.Event()
         stats.mode = SPOOLING
         self._sync_spool_stats()
@@ -275,6 +302,22 @@ class EventPipeline:
             if not self._spool_full:
                 self._spool_full = True
                 log.error("%s", exc)
+        except sqlite3.Error as exc:
+            # Disk full, file removed...: keep the records in memory (bounded) and retry
+            # on the next tick rather than lose them now.
+            keep = batch[-QUEUE_LIMIT:]
+            self._stats.spool_dropped += len(batch) - len(keep)
+            self._spool_buffer = keep + self._spool_buffer
+            if not self._spool_failing:
+                self._spool_failing = True
+                log.error(
+                    "cannot write to spool %s (%s); keeping up to %d events in memory",
+                    self._spool.path,
+                    exc,
+                    QUEUE_LIMIT,
+                )
+            return
+        self._spool_failing = False
         self._stats.spooled += stored
         self._sync_spool_stats()
         ratio = self._spool.fill_ratio
@@ -315,6 +358,10 @@ class EventPipeline:
         producer = AIOKafkaProducer(**producer_settings(self._config))
         try:
             await producer.start()
+            # Fetch every topic's partitions now, so the first events do not wait for it
+            # (new topics need a moment before they have leaders).
+            for topic in self._topics:
+                self._partition_counts[topic] = len(await producer.partitions_for(topic))
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -336,8 +383,14 @@ class EventPipeline:
             await asyncio.wait_for(producer.stop(), 5.0)
 
     async def _send(self, record: KafkaRecord) -> asyncio.Future[Any]:
+        count = self._partition_counts.get(record.topic)
+        partition = self._key_partitions.partition(record.key, count) if count else None
         fut: asyncio.Future[Any] = await self._producer.send(
-            record.topic, record.value, key=record.key, headers=list(record.headers)
+            record.topic,
+            record.value,
+            key=record.key,
+            partition=partition,
+            headers=list(record.headers),
         )
         return fut
 
@@ -391,6 +444,17 @@ class EventPipeline:
 
     async def _drain(self) -> None:
         """Spooling mode: reach Kafka, wait for in-flight records, drain the spool."""
+        while True:
+            try:
+                await self._drain_until_direct()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never leave ingest stuck in spooling mode because of one bad turn.
+                log.exception("draining the spool failed; retrying in 5s")
+                await asyncio.sleep(5.0)
+
+    async def _drain_until_direct(self) -> None:
         retry = 0.5
         while True:
             if self._mode == DIRECT or self._closing:
@@ -428,6 +492,8 @@ class EventPipeline:
                     if self._stats.drained:
                         log.info("spool drained; sending events to Kafka directly again")
                     self._enter_direct()
+                else:  # the spool could not be written: wait for the next try
+                    await asyncio.sleep(TICK)
                 continue
             failed = await self._drain_batch(batch)
             if failed:

@@ -133,16 +133,36 @@ class Subscription:
         """Connect, read, reconnect; returns after :meth:`stop` or when cancelled."""
         try:
             while not self._stopping:
-                ws = await self._connect_until_open()
-                if ws is None:
-                    break
-                await self._read_until_closed(ws)
+                try:
+                    ws = await self._connect_until_open()
+                    if ws is None:
+                        break
+                    await self._read_until_closed(ws)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug or a failing sink must not end the subscription for good.
+                    log.exception("%s: unexpected error; reconnecting", self.name)
+                    await self._drop_connections()
+                    self._backoff = self._backoff.after_failure()
+                    self.stats.state = SubscriptionState.BACKOFF
+                    await self._sleep(self._policy.delay(self._backoff.failures, self._rng()))
         finally:
             self.stats.state = SubscriptionState.STOPPED
             for conn in (self._current, self._replacement):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close())
+
+    async def _drop_connections(self) -> None:
+        for conn in (self._current, self._replacement):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._current = self._replacement = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     @property
     def stopping(self) -> bool:
@@ -185,6 +205,9 @@ class Subscription:
                 # library's own limit only guards memory against absurd frames.
                 max_size=max(4 * self._max_frame_bytes, 8 * 1024 * 1024),
                 max_queue=64,
+                # CodeChat's server (ws 8, perMessageDeflate off by default) never
+                # compresses; not offering it saves ~50 KiB per connection.
+                compression=None,
                 proxy=None,
                 user_agent_header="zapflow",
             )

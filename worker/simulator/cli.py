@@ -69,7 +69,12 @@ def register(subparsers: Any) -> None:
         metavar="BYTES",
         help="pad generated messages to this size",
     )
-    parser.add_argument("--scenario", default=None, metavar="FILE", help="YAML scenario to play")
+    parser.add_argument(
+        "--scenario",
+        default=None,
+        metavar="FILE",
+        help="YAML scenario to play: a file, or a shipped one by name (flapping, busy-shop)",
+    )
     parser.add_argument(
         "--secret", default="sim-secret", help="JWT secret (AUTHENTICATION_JWT_SECRET)"
     )
@@ -89,11 +94,18 @@ def register(subparsers: Any) -> None:
         default="v7",
         help="group participants as v7 objects or v6 strings (default v7)",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log handshakes and socket changes to stderr"
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     return asyncio.run(_serve(args))
 
@@ -111,6 +123,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from worker.simulator.scenario import ScenarioError, load_scenario, run_scenario
     from worker.simulator.traffic import Profile, ProfileError
 
+    _raise_open_file_limit()
     names = [n.strip() for n in args.names.split(",")] if args.names else []
     names = [n for n in names if n] or [f"sim-{n}" for n in range(1, args.instances + 1)]
     scenario = None
@@ -205,3 +218,15 @@ def _print_banner(sim: Any, args: argparse.Namespace) -> None:
         lines += ["", f"e.g. {sim.subscription_url(first, 'messages.upsert')}"]
     lines.append("Ctrl+C stops.")
     print("\n".join(lines), flush=True)
+
+
+def _raise_open_file_limit() -> None:
+    """Let the simulator hold thousands of sockets (one per instance and event)."""
+    import contextlib
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # If raising fails, keep the soft limit; accept() will say so when it runs out.
+    with contextlib.suppress(ValueError, OSError):
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -245,11 +245,25 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     return Scenario(str(doc.get("name", source)), tuple(instances), tuple(steps))
 
 
+SHIPPED: Final = Path(__file__).parent / "scenarios"
+"""Scenarios that ship with zapflow; ``--scenario flapping`` finds ``flapping.yaml`` here."""
+
+
+def shipped_scenarios() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
 def load_scenario(path: Path) -> Scenario:
+    """Load a scenario file, or a shipped scenario by name when no such file exists."""
+    if not path.exists() and path.suffix == "" and (SHIPPED / f"{path.name}.yaml").exists():
+        path = SHIPPED / f"{path.name}.yaml"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ScenarioError([f"{path}: cannot read the scenario: {exc.strerror}"]) from None
+        shipped = ", ".join(shipped_scenarios())
+        raise ScenarioError(
+            [f"{path}: cannot read the scenario: {exc.strerror} (shipped scenarios: {shipped})"]
+        ) from None
     return parse_scenario(text, str(path))
 
 

@@ -10,7 +10,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.helpers import wait_for
-from tests.integration.simulator.wire import raw_handshake
+from tests.integration.simulator.wire import raw_handshake, raw_subscriber
 from worker.simulator import Simulator
 
 
@@ -127,3 +127,16 @@ async def test_restart_drops_sockets_refuses_meanwhile_and_keeps_tokens(sim: Sim
         assert await ws.recv() == '{"keyId":"after"}'
     counters = sim.counters("shop-bot", "messages.upsert")
     assert (counters.emitted, counters.delivered) == (2, 2)
+
+
+async def test_close_sockets_drops_a_client_that_never_answers_the_close(sim: Simulator) -> None:
+    url = sim.subscription_url("shop-bot", "messages.upsert")
+    reader, writer = await raw_subscriber(sim.port, url.split(str(sim.port), 1)[1])
+    try:
+        await sim.wait_subscribed("shop-bot", "messages.upsert")
+        assert await asyncio.wait_for(sim.close_sockets(), 5) == 1
+        data = await asyncio.wait_for(reader.read(), 5)  # the close frame, then EOF
+        assert data[:1] == b"\x88"
+        assert sim.sockets("shop-bot", "messages.upsert").open == 0
+    finally:
+        writer.close()

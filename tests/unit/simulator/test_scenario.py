@@ -86,5 +86,11 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as failed:
         load_scenario(tmp_path / "nope.yaml")
     assert failed.value.problems == [
-        f"{tmp_path / 'nope.yaml'}: cannot read the scenario: No such file or directory"
+        f"{tmp_path / 'nope.yaml'}: cannot read the scenario: No such file or directory "
+        "(shipped scenarios: busy-shop, flapping)"
     ]
+
+
+@pytest.mark.parametrize("name", ["flapping", "busy-shop"])
+def test_shipped_scenarios_load_by_name(name: str) -> None:
+    assert load_scenario(Path(name)).name == name
