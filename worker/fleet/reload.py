@@ -57,11 +57,11 @@ async def reload_instances(
 
 async def start_status_port(service: Any, port: int) -> Any:
     """Serve ``/status`` (with the ``ownership`` section), ``/healthz`` and ``/metrics``."""
+    from worker.fleet.roster import ownership_status
     from worker.observability.server import Observability, StatusServer
 
     obs = Observability()
-    if service.roster is not None:
-        obs.status["ownership"] = service.roster.status
+    obs.status["ownership"] = lambda: ownership_status(service)
     server = StatusServer(obs, host="127.0.0.1", port=port)
     await server.start()
     log.info("status on %s/status", server.url)

@@ -259,3 +259,12 @@ class SubscriptionRoster:
             "released": own.state.released,
             "subscriptions": rows,
         }
+
+
+def ownership_status(service: Any) -> dict[str, Any]:
+    """The ``ownership`` status section of a (possibly not yet started) ingest service."""
+    roster = getattr(service, "roster", None)
+    if roster is None:
+        return {"mode": service.config.ownership.mode, "subscriptions": []}
+    status: dict[str, Any] = roster.status()
+    return status
