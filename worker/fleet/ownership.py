@@ -136,6 +136,13 @@ class SubscriptionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     ) -> dict[str, ConsumerProtocolMemberAssignment]:
         topic = self._ownership.topic
         partitions = cluster.partitions_for_topic(topic) or set()
+        if not partitions:
+            log.error(
+                "control topic %s has no partitions (missing?), so no process owns any "
+                "subscription; create it with %d partitions or allow kafka.create_topics",
+                topic,
+                self._ownership.config.partitions,
+            )
         count = max(partitions) + 1 if partitions else 0
         weights = {p: w for p, w in self._ownership.weights_of(count).items() if p in partitions}
         for p in partitions:
@@ -275,13 +282,16 @@ class KafkaOwnership:
         while True:
             consumer = None
             try:
-                log.debug("%s: making sure the control topic %s exists", self.member, self.topic)
-                await asyncio.wait_for(
-                    ensure_topics(
-                        replace(self.kafka, partitions=self.config.partitions), [self.topic]
-                    ),
-                    STEP_TIMEOUT,
-                )
+                if self.kafka.create_topics:
+                    log.debug(
+                        "%s: making sure the control topic %s exists", self.member, self.topic
+                    )
+                    await asyncio.wait_for(
+                        ensure_topics(
+                            replace(self.kafka, partitions=self.config.partitions), [self.topic]
+                        ),
+                        STEP_TIMEOUT,
+                    )
                 consumer = self._new_consumer()
                 await asyncio.wait_for(consumer.start(), STEP_TIMEOUT)
                 log.debug("%s joining the ownership group %s", self.member, self.group)
@@ -367,8 +377,10 @@ class KafkaOwnership:
             self._task = None
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
+            # LeaveGroup lets the others take over at once; if Kafka is away it cannot be
+            # sent, and they take over after the session timeout instead.
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), STEP_TIMEOUT)
         self.state = self.state.revoke_all(self._clock())
         self._changed()
 

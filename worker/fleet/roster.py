@@ -128,7 +128,11 @@ class SubscriptionRoster:
         own.state = own.state.renewed(renew)
         keys = [k for k in running if subscription_partition(*k, own.partitions) in renew]
         if keys:
-            log.info("renewing %d subscriptions another process held meanwhile", len(keys))
+            log.info(
+                "renewing %d subscriptions (new socket, then the old one closed) so that no "
+                "earlier holder's socket stays the live one",
+                len(keys),
+            )
         return keys
 
     def _stop(self, key: SubscriptionKey) -> None:
@@ -169,6 +173,8 @@ class SubscriptionRoster:
         """A releasing socket that closes is not reopened: that would take the key back."""
         while True:
             await asyncio.sleep(RELEASE_CHECK_INTERVAL)
+            if self.ownership is None or not (self.ownership.state.releasing() or self._left):
+                continue
             _, keep = self.wanted()
             if self._left:
                 keep = set(self._host.running_subscriptions())
