@@ -198,9 +198,11 @@ class SubscriptionRoster:
         removed = sorted(set(old) - set(new))
         changed = [n for n in new if n in old and new[n].token != old[n].token]
         self._host.config = replace(self._host.config, instances=config.instances)
-        for key in list(self._host.running_subscriptions()):
-            if key[0] in changed:
-                self._stop(key)
+        for key, sub in self._host.running_subscriptions().items():
+            if key[0] in changed and key not in self._renewing:
+                # A new socket with the new token first, then the old one closed.
+                self._renewing.add(key)
+                self._spawn(self._renew(key, sub))
         self.reconcile()
         return added, removed
 
