@@ -37,6 +37,8 @@ class SubscriptionStats:
     connect_failures: int = 0
     #: Silent subscriptions re-established make-before-break.
     resubscribes: int = 0
+    #: Failures in a row behind the current backoff (short-lived connections count).
+    failures_in_a_row: int = 0
     #: Delays waited before reconnecting, most recent last (bounded).
     delays: list[float] = field(default_factory=list)
     frames: int = 0

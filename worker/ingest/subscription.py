@@ -145,6 +145,7 @@ class Subscription:
                     log.exception("%s: unexpected error; reconnecting", self.name)
                     await self._drop_connections()
                     self._backoff = self._backoff.after_failure()
+                    self.stats.failures_in_a_row = self._backoff.failures
                     self.stats.state = SubscriptionState.BACKOFF
                     await self._sleep(self._policy.delay(self._backoff.failures, self._rng()))
         finally:
@@ -263,6 +264,7 @@ class Subscription:
         if stats.state == SubscriptionState.AUTH_FAILED:
             log.info("%s: no longer refused with 401 (now: %s)", self.name, describe_error(exc))
         self._backoff = self._backoff.after_failure()
+        stats.failures_in_a_row = self._backoff.failures
         delay = self._policy.delay(self._backoff.failures, self._rng())
         stats.state = SubscriptionState.BACKOFF
         stats.record_delay(delay)
@@ -304,6 +306,7 @@ class Subscription:
             return
         uptime = time.monotonic() - opened_at
         self._backoff = self._backoff.after_connection(uptime, self._policy)
+        stats.failures_in_a_row = self._backoff.failures
         delay = self._policy.delay(self._backoff.failures, self._rng())
         stats.reconnects += 1
         stats.connection = None
