@@ -254,9 +254,11 @@ def fleet_factory(
 ) -> Iterator[Any]:
     fleets: list[Fleet] = []
 
-    def make(instances: int = 20, grace: float = 3.0) -> Fleet:
+    def make(instances: int = 20, grace: float = 3.0, bootstrap: str | None = None) -> Fleet:
         names = [f"inst-{n:02d}" for n in range(instances)]
-        fleet = Fleet(gateway, kafka_bootstrap, unique_prefix, tmp_path, names, grace=grace)
+        fleet = Fleet(
+            gateway, bootstrap or kafka_bootstrap, unique_prefix, tmp_path, names, grace=grace
+        )
         for name in names:
             fleet.tokens[name] = gateway.create_instance(name).token
         fleets.append(fleet)

@@ -213,3 +213,41 @@ async def test_every_subscription_comes_back_after_the_gateway_restarts(
     )
     print(f"\n[fleet] {report}")
     assert not missing, report
+
+
+async def test_a_broker_restart_under_load_loses_nothing_and_moves_nothing(
+    fleet_factory: Any, private_broker_factory: Any, tmp_path: Any
+) -> None:
+    broker = private_broker_factory(tmp_path / "broker")
+    await asyncio.to_thread(broker.start)
+    fleet = fleet_factory(instances=6, bootstrap=broker.bootstrap_servers)
+    for _ in range(2):
+        fleet.add_process()
+    before = await fleet.wait_settled(timeout=60)
+    load = Load(fleet.gateway, fleet.keys, rate=200.0)
+    load.start()
+    await asyncio.sleep(2.0)
+    down_at = time.monotonic()
+    await asyncio.to_thread(broker.stop)
+    await asyncio.sleep(max(0.0, 12.0 - (time.monotonic() - down_at)))  # past the session timeout
+    await asyncio.to_thread(broker.start)
+    down = time.monotonic() - down_at
+    await asyncio.sleep(5.0)
+    await load.stop()
+    after = await fleet.wait_settled(timeout=60)
+    delivered = delivered_per_key(fleet.gateway, fleet.keys)
+    dropped = fleet.gateway.counters().dropped
+    kafka = await kafka_tally(
+        broker.bootstrap_servers, fleet.prefix, sum(delivered.values()), timeout=60
+    )
+    lost = {k: delivered[k] - kafka.counts[k] for k in fleet.keys if delivered[k] > kafka.counts[k]}
+    moved = sum(len(before[n] - after.get(n, set())) for n in before)
+    report = (
+        f"broker down {down:.0f}s under 2 processes at 200 events/s: {load.emitted} emitted, "
+        f"{sum(delivered.values())} delivered, {dropped} dropped by the gateway, "
+        f"{kafka.total()} in Kafka ({kafka.duplicates} duplicates), {sum(lost.values())} lost; "
+        f"{moved} subscriptions changed owner"
+    )
+    print(f"\n[fleet] {report}")
+    assert not lost, f"{report}; per key {lost}"
+    assert dropped == 0, report
