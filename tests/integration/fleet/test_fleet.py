@@ -34,6 +34,16 @@ async def test_three_processes_hold_every_subscription_exactly_once(fleet_factor
     )
     assert sum(sizes.values()) == 280, sizes
     assert min(sizes.values()) >= 280 // 3 - 15, f"unbalanced: {sizes}"
+    # Every process's status names the right owner of every subscription, its own or not.
+    statuses = [await asyncio.to_thread(p.status) for p in fleet.processes]
+    member = {
+        p.name: st["ownership"]["member"] for p, st in zip(fleet.processes, statuses, strict=True)
+    }
+    owner_of = {key: member[name] for name, keys in owned.items() for key in keys}
+    for st in statuses:
+        assert st is not None
+        told = {(r["instance"], r["event"]): r["owner"] for r in st["ownership"]["subscriptions"]}
+        assert told == owner_of, f"{st['ownership']['member']} names other owners"
 
 
 async def test_a_killed_process_loses_its_subscriptions_to_the_others(fleet_factory: Any) -> None:
