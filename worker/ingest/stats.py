@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import bisect
 import enum
+import time
 from dataclasses import dataclass, field
-from typing import Any
 
 
 class SubscriptionState(enum.StrEnum):
@@ -43,6 +43,15 @@ class SubscriptionStats:
     delays: list[float] = field(default_factory=list)
     frames: int = 0
     invalid_frames: int = 0
+    #: Wall-clock time (epoch seconds) the current state began.
+    since: float | None = None
+    #: Wall-clock time (epoch seconds) of the last frame received.
+    last_frame_at: float | None = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "state" and getattr(self, "state", None) != value:
+            object.__setattr__(self, "since", time.time())
+        object.__setattr__(self, name, value)
 
     def record_delay(self, delay: float) -> None:
         self.delays.append(delay)
@@ -126,51 +135,3 @@ class IngestStats:
         for sub in self.subscriptions.values():
             counts[sub.state] += 1
         return counts
-
-    def status(self) -> dict[str, Any]:
-        """JSON-able summary for ``/status`` (``zapflow status``)."""
-        subs = list(self.subscriptions.values())
-        p99 = self.produce_latency.quantile(0.99)
-        return {
-            "kafka": self.mode,
-            "received": sum(s.frames for s in subs),
-            "produced": self.produced,
-            "invalid_frames": sum(s.invalid_frames for s in subs),
-            "spool_depth": self.spool_depth,
-            "spool_bytes": self.spool_bytes,
-            "spooled": self.spooled,
-            "drained": self.drained,
-            "spool_dropped": self.spool_dropped,
-            "produce_errors": self.produce_errors,
-            "p99_produce_ms": None if p99 is None or p99 == float("inf") else p99 * 1000,
-            "subscriptions": [
-                {
-                    "instance": sub.instance,
-                    "event": sub.event,
-                    "state": str(sub.state),
-                    "connects": sub.connects,
-                    "reconnects": sub.reconnects,
-                    "auth_failures": sub.auth_failures,
-                    "frames": sub.frames,
-                    "invalid": sub.invalid_frames,
-                    "last_delay_s": round(sub.delays[-1], 2) if sub.delays else None,
-                }
-                for sub in subs
-            ],
-        }
-
-    def readiness(self) -> tuple[bool, str]:
-        """Ready once every subscription has connected at least once (or was refused).
-
-        A refused token is an operator's problem, shown in status and metrics; it does not
-        make the whole process unready.
-        """
-        waiting = [
-            f"{s.instance}/{s.event}"
-            for s in self.subscriptions.values()
-            if s.connects == 0 and s.state != SubscriptionState.AUTH_FAILED
-        ]
-        if waiting:
-            more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
-            return False, f"not yet connected: {', '.join(waiting[:3])}{more}"
-        return True, f"{len(self.subscriptions)} subscriptions connected"

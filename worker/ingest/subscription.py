@@ -50,6 +50,10 @@ log = logging.getLogger("zapflow.ingest")
 MESSAGE_TOO_BIG: Final = 1009
 
 
+class StopRequested(Exception):
+    """The subscription was stopped while it waited for its turn to connect."""
+
+
 def subscription_url(gateway_url: str, event: str, token: str) -> str:
     """``ws://host/ws/events?event=E&token=T`` (contains the token: never log it)."""
     return f"{gateway_url}?{urlencode({'event': event, 'token': token})}"
@@ -189,6 +193,8 @@ class Subscription:
         self._wake.set()
 
     async def _sleep(self, delay: float) -> None:
+        if self._stopping:
+            return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
@@ -196,6 +202,8 @@ class Subscription:
     async def _open(self) -> ClientConnection:
         # Handshakes of one instance take turns.
         async with self._lock:
+            if self._stopping:  # stopped while waiting for its turn
+                raise StopRequested
             return await connect(
                 self._url,
                 open_timeout=self._open_timeout,
@@ -222,6 +230,8 @@ class Subscription:
                 ws = await self._open()
             except asyncio.CancelledError:
                 raise
+            except StopRequested:
+                return None
             except InvalidStatus as exc:
                 if exc.response.status_code == 401:
                     await self._auth_failed()
@@ -298,7 +308,7 @@ class Subscription:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watchdog
         self._current = None
         self._watchdog = None
@@ -350,6 +360,7 @@ class Subscription:
                     max_frame_bytes=max_bytes,
                 )
                 stats.frames += 1
+                stats.last_frame_at = now_ms / 1000
                 if record.topic == sub.invalid_topic:
                     stats.invalid_frames += 1
                 sink(record, now)
@@ -387,6 +398,8 @@ class Subscription:
                 new = await self._open()
             except asyncio.CancelledError:
                 raise
+            except StopRequested:
+                return
             except Exception as exc:
                 log.warning(
                     "%s: silent for %.0fs but a new connection failed (%s); keeping the old",
