@@ -93,24 +93,43 @@ def plan_assignment(
 
 
 def contested(
-    plan: Mapping[str, Iterable[int]], claims: Mapping[str, Iterable[int]]
+    plan: Mapping[str, Iterable[int]],
+    owned: Mapping[str, Iterable[int]],
+    releasing: Mapping[str, Iterable[int]] | None = None,
 ) -> dict[str, frozenset[int]]:
-    """Per member, the planned partitions on which another member still has a socket open.
+    """Per member, the planned partitions whose socket it must replace with a new one.
 
-    ``claims`` are the partitions each member reported holding (owned or releasing) when
-    it joined. If someone else holds one, the gateway may be sending to that socket
-    rather than to ours (newest wins), so the planned holder must open a new socket even
-    if it kept one. This catches what a member cannot see alone: a partition that was
-    given to another member during a generation this member missed.
+    ``owned`` and ``releasing`` are what each member reported holding when it joined.
+    The gateway sends to the newest socket of a key, so the planned holder must open a
+    new socket (even if it kept one) when:
+
+    * another member also reported owning the partition (a member that missed a
+      generation and still believes it owns it: whose socket is newer is unknown); or
+    * the planned holder did not own it and another member still has a socket open for
+      it (the planned holder's kept socket, if any, may be the older one).
+
+    A member that owned a partition and keeps it renews nothing because of members that
+    are only releasing it: their sockets are older than its own.
     """
-    claimants: dict[int, set[str]] = {}
-    for name, parts in claims.items():
+    releasing = releasing or {}
+    owners: dict[int, set[str]] = {}
+    holders: dict[int, set[str]] = {}
+    for name, parts in owned.items():
         for partition in parts:
-            claimants.setdefault(partition, set()).add(name)
-    return {
-        name: frozenset(p for p in parts if claimants.get(p, set()) - {name})
-        for name, parts in plan.items()
-    }
+            owners.setdefault(partition, set()).add(name)
+            holders.setdefault(partition, set()).add(name)
+    for name, parts in releasing.items():
+        for partition in parts:
+            holders.setdefault(partition, set()).add(name)
+    result = {}
+    for name, parts in plan.items():
+        mine = set(owned.get(name, ()))
+        result[name] = frozenset(
+            p
+            for p in parts
+            if owners.get(p, set()) - {name} or (p not in mine and holders.get(p, set()) - {name})
+        )
+    return result
 
 
 def owned_keys(

@@ -149,19 +149,19 @@ class SubscriptionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
             weights.setdefault(p, 0)
         names: dict[str, str] = {}
         owned: dict[str, frozenset[int]] = {}
-        claims: dict[str, frozenset[int]] = {}
+        releasing: dict[str, frozenset[int]] = {}
         for member_id, meta in members.items():
             claim = decode_member(meta.user_data) or MemberClaim(member_id)
             names[member_id] = claim.name
             owned[member_id] = claim.owned
-            claims[member_id] = claim.owned | claim.releasing
+            releasing[member_id] = claim.releasing
         # A partition nobody owns stays with whoever still has its socket open.
         owned_somewhere = set().union(*owned.values()) if owned else set()
         previous = {
-            m: owned[m] | {p for p in claims[m] if p not in owned_somewhere} for m in members
+            m: owned[m] | {p for p in releasing[m] if p not in owned_somewhere} for m in members
         }
         plan = plan_assignment(weights, members, previous)
-        renew = contested(plan, claims)
+        renew = contested(plan, owned, releasing)
         fleet = {names[m]: parts for m, parts in plan.items()}
         log.info(
             "assigning %d subscription partitions to %d processes: %s%s",

@@ -101,10 +101,21 @@ def test_owned_keys_are_those_of_the_held_partitions() -> None:
     assert owned_keys(KEYS, range(64), 64) == set(KEYS)
 
 
-def test_a_partition_another_member_still_holds_is_contested() -> None:
+def test_a_partition_someone_else_still_holds_is_renewed_by_its_new_owner() -> None:
     plan = {"a": [1, 2], "b": [3]}
-    claims = {"a": [1], "b": [2, 3], "c": [3]}
-    assert contested(plan, claims) == {"a": frozenset({2}), "b": frozenset({3})}
+    owned = {"a": [1], "b": [2, 3]}
+    releasing = {"c": [3]}
+    # a takes 2 from its owner b; b keeps 3 although c still has an (older) socket on it.
+    assert contested(plan, owned, releasing) == {"a": frozenset({2}), "b": frozenset()}
+
+
+def test_two_members_owning_one_partition_means_a_renewal() -> None:
+    # One of them missed a generation; whose socket is newer is unknown.
+    assert contested({"a": [1]}, {"a": [1], "b": [1]}) == {"a": frozenset({1})}
+
+
+def test_taking_a_partition_only_released_elsewhere_is_a_renewal() -> None:
+    assert contested({"a": [1]}, {"a": []}, {"b": [1]}) == {"a": frozenset({1})}
 
 
 def test_nothing_is_contested_when_each_member_keeps_its_own() -> None:
