@@ -70,6 +70,18 @@ class Handover:
     def releasing(self) -> frozenset[int]:
         return frozenset(p for p, h in self.holds.items() if h.holding is Holding.RELEASING)
 
+    def claim(self) -> tuple[frozenset[int], frozenset[int]]:
+        """(owned, releasing) as told to the group leader when joining.
+
+        Rebalances are eager: every partition is revoked before the member joins again,
+        so at that moment a partition owned until just now is "releasing" here. For the
+        leader it is still owned (our socket is the newest); only partitions already
+        given to another member are reported as releasing.
+        """
+        owned = {p for p, h in self.holds.items() if not h.given_away}
+        releasing = {p for p, h in self.holds.items() if h.given_away}
+        return frozenset(owned), frozenset(releasing)
+
     def held(self) -> frozenset[int]:
         """Partitions whose subscriptions should run: owned or releasing."""
         return frozenset(self.holds)

@@ -126,7 +126,7 @@ class SubscriptionAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         own = self._ownership
-        claim = MemberClaim(own.member, own.state.owned(), own.state.releasing())
+        claim = MemberClaim(own.member, *own.state.claim())
         return ConsumerProtocolMemberMetadata(self.version, list(topics), encode_member(claim))
 
     def assign(

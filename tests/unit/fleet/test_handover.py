@@ -114,3 +114,10 @@ def test_back_after_being_given_away_is_renewed_now_and_after_settling() -> None
     state = state.revoke([1], now=20.0).assign([], now=20.1).assign([1], now=21.0)
     assert state.renewals() == {1}
     assert state.renewed([1]).expire(30.0).renewals() == {1}
+
+
+def test_the_claim_counts_what_was_owned_until_this_rebalance_as_owned() -> None:
+    state = Handover(grace=10.0).assign([1, 2, 3], now=0.0)
+    state = state.revoke([1, 2, 3], now=1.0).assign([1, 2], now=1.1)  # 3 given away
+    state = state.revoke([1, 2], now=2.0)  # the next rebalance begins
+    assert state.claim() == (frozenset({1, 2}), frozenset({3}))
