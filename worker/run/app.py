@@ -22,6 +22,7 @@ from mode import Service
 
 from worker import __version__
 from worker.events import actions_topic, dlq_topic, event_topic
+from worker.fleet.roster import ownership_status
 from worker.ingest.service import IngestService
 from worker.ingest.stats import SubscriptionState
 from worker.observability.logs import logging_config
@@ -202,6 +203,8 @@ def assemble(
         obs.registry.register(IngestCollector(stats))
         obs.readiness["subscriptions"] = lambda: _subscriptions_ready(stats)
         obs.status["ingest"] = lambda: _ingest_status(stats)
+        ingest = built.ingest
+        obs.status["ownership"] = lambda: ownership_status(ingest)
 
     probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
     built.services.append(KafkaProbeRunner(probe))
