@@ -1,1 +1,1 @@
-"""A single-node Apache Kafka (KRaft) broker run from Maven Central jars, for development and tests."""
+"""A single-node Apache Kafka (KRaft) broker run from Maven Central jars, for dev and tests."""

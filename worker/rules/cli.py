@@ -65,18 +65,18 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from worker.rules import commands  # noqa: PLC0415 - keep `zapflow --help` fast
+    from worker.rules import commands
 
     return commands.check(args)
 
 
 def _test(args: argparse.Namespace) -> int:
-    from worker.rules import commands  # noqa: PLC0415 - keep `zapflow --help` fast
+    from worker.rules import commands
 
     return commands.test(args)
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from worker.rules import commands  # noqa: PLC0415 - keep `zapflow --help` fast
+    from worker.rules import commands
 
     return commands.explain(args)

@@ -494,7 +494,8 @@ def parse_expression(source: str) -> nodes.Expr:
                 f"unexpected '{token.value}' after the end of the expression", token.lineno
             )
     except TemplateSyntaxError as exc:
-        raise ExpressionError(f"syntax error in condition: {exc.message}", exc.lineno) from None
+        message = (exc.message or "").replace("'end of template'", "end of expression")
+        raise ExpressionError(f"syntax error in condition: {message}", exc.lineno) from None
     return expr
 
 

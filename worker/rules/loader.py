@@ -394,22 +394,24 @@ class _BundleBuilder:
                 continue
             for index, raw in enumerate(rules):
                 path: _Path = ("rules", index)
-                rule = _RuleCompiler(self, src, path, raw).compile()
-                if rule is None:
-                    continue
-                if rule.id in seen_ids:
-                    other_src, other_path = seen_ids[rule.id]
+                compiler = _RuleCompiler(self, src, path, raw)
+                rule = compiler.compile()
+                rule_id = compiler.rule_id
+                if rule_id is not None and rule_id in seen_ids:
+                    other_src, other_path = seen_ids[rule_id]
                     line, _ = _position(other_src, (*other_path, "id"))
                     self.diags.at(
                         src,
                         (*path, "id"),
-                        rule.id,
+                        rule_id,
                         f"duplicate rule id (also defined at {other_src.name}:{line})",
                     )
                     continue
-                seen_ids[rule.id] = (src, path)
-                drafts.append(_RuleDraft(src, path, rule))
-        ids = [d.rule.id for d in drafts]
+                if rule_id is not None:
+                    seen_ids[rule_id] = (src, path)
+                if rule is not None:
+                    drafts.append(_RuleDraft(src, path, rule))
+        ids = list(seen_ids)
         for draft in drafts:
             for index, other in enumerate(draft.rule.inhibited_by):
                 where = (*draft.path, "inhibited_by", index)
@@ -921,6 +923,9 @@ class _RuleCompiler:
         return ok
 
     def ref_problem(self, path: tuple[str, ...], names: set[str]) -> str | None:
+        hidden = [part for part in path if part.startswith("_")]
+        if hidden:
+            return f"'{hidden[0]}': names starting with '_' are not allowed"
         top = path[0]
         if top not in names:
             namespaces = {ns for ns, _ in NAMESPACES.values()}
@@ -957,7 +962,8 @@ class _RuleCompiler:
                     return f"{event} has no '{top}' (its fields are under '{namespace}')"
                 continue
             if path[1] not in fields:
-                return f"{event} has no field '{top}.{path[1]}'{suggest(path[1], fields)}"
+                hint = suggest(f"{top}.{path[1]}", [f"{top}.{f}" for f in fields])
+                return f"{event} has no field '{top}.{path[1]}'{hint}"
             if path[1] == "participants" and len(path) > 3 and path[3] not in PARTICIPANT_FIELDS:
                 return (
                     f"a participant has no field '{path[3]}'{suggest(path[3], PARTICIPANT_FIELDS)}"

@@ -173,6 +173,7 @@ def load_tests(
         data, marks = composed
         src = _Source(file, name, text, data, marks)
         tests.extend(_TestFileReader(src, diags).read())
+    diags.items.sort(key=lambda d: (d.file, d.line, d.col))
     return tests, diags.items
 
 

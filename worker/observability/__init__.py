@@ -1,0 +1,1 @@
+"""Metrics, health and status over one HTTP port."""
