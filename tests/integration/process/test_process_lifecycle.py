@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,9 +60,9 @@ def text(key_id: str, from_me: bool = False) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Any]:
+def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
-    prefix = f"t-{uuid.uuid4().hex[:8]}."
+    prefix = unique_prefix
 
     def make(rules_text: str) -> WorkerProcess:
         rules = tmp_path / "rules"
