@@ -38,6 +38,7 @@ def write_config(path: Path, bootstrap: str, prefix: str, data_dir: Path) -> Pat
             "data_dir": str(data_dir),
             "reload_interval_s": 0.3,
             "tick_interval_s": 0.5,
+            "http_port": 0,
             "faust": {
                 "broker_session_timeout": 10,
                 "broker_heartbeat_interval": 1,
@@ -86,7 +87,7 @@ class WorkerProcess:
             f.seek(self._log_offset)
             return f.read().decode(errors="replace")
 
-    def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
+    def wait_for_log(self, text: str, timeout: float = 45.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.output()
@@ -188,7 +189,7 @@ class Kafka:
             )
 
     async def wait_for(
-        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 45.0
     ) -> list[dict[str, Any]]:
         """Collect action records until ``predicate(all so far)`` holds."""
         assert self._consumer is not None
