@@ -28,13 +28,15 @@ from worker.events import actions_topic, event_topic
 _CHAT_EVENTS = ("messages.", "chats.", "send.message", "presence.update")
 
 
-def write_config(path: Path, bootstrap: str, prefix: str, data_dir: Path) -> Path:
+def write_config(
+    path: Path, bootstrap: str, prefix: str, data_dir: Path, store: str = "memory://"
+) -> Path:
     """A config with short Faust timings so a test worker starts and stops quickly."""
     config = {
         "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 2},
         "process": {
             "app_id": f"{prefix}process",
-            "store": "memory://",
+            "store": store,
             "data_dir": str(data_dir),
             "reload_interval_s": 0.3,
             "tick_interval_s": 0.5,

@@ -64,11 +64,13 @@ def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Ite
     started: list[WorkerProcess] = []
     prefix = unique_prefix
 
-    def make(rules_text: str) -> WorkerProcess:
+    def make(rules_text: str, store: str = "memory://") -> WorkerProcess:
         rules = tmp_path / "rules"
         rules.mkdir()
         (rules / "rules.yaml").write_text(rules_text)
-        config = write_config(tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data")
+        config = write_config(
+            tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data", store
+        )
         process = WorkerProcess(config, rules, tmp_path / "worker.log")
         process.prefix = prefix  # type: ignore[attr-defined]
         started.append(process)
@@ -80,13 +82,16 @@ def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Ite
         process.stop()
 
 
-async def test_throttle_holds_across_a_restart(make_worker: Any, kafka_bootstrap: str) -> None:
-    worker = make_worker(THROTTLED)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_throttle_holds_across_a_restart(
+    make_worker: Any, kafka_bootstrap: str, store: str
+) -> None:
+    worker = make_worker(THROTTLED, store)
     async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(text("3A6B0000000000000001"))
         await kafka.wait_for(lambda a: len(a) == 1)
         assert worker.stop() == 0
-        worker.start()  # memory store: the throttle comes back from the changelog only
+        worker.start()  # memory: from the changelog; rocksdb: local files + changelog tail
         await kafka.produce(
             text("3A6B0000000000000002"), text("3EB0PERSON0000000001", from_me=True)
         )
