@@ -36,6 +36,8 @@ def run_process(
         watcher = RulesWatcher.start(rules_dir, engine)
     except engine.load_error as exc:
         raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
+    if not watcher.current.bundle.events:
+        raise StartError(f"rules in {rules_dir} listen to no event (none, or all disabled)")
     built = build_app(settings, watcher, engine)
     topics = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
     topics.append(actions_topic(settings.topic_prefix))
