@@ -238,7 +238,9 @@ rules:
 """
 
 
-async def measure(bootstrap: str, events_n: int, partitions: int, rule_set: str) -> None:
+async def measure(
+    bootstrap: str, events_n: int, partitions: int, rule_set: str, dedupe: bool = True
+) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     work = Path(tempfile.mkdtemp(prefix="zapflow-bench-"))
     rules = work / "rules"
@@ -261,6 +263,7 @@ async def measure(bootstrap: str, events_n: int, partitions: int, rule_set: str)
                     "app_id": app_id,
                     "store": "memory://",
                     "data_dir": str(work / "data"),
+                    "dedupe_ttl_s": 3600 if dedupe else 0,
                     "faust": {"broker_commit_interval": 0.5, "table_standby_replicas": 0},
                 },
             }
@@ -323,7 +326,7 @@ async def measure(bootstrap: str, events_n: int, partitions: int, rule_set: str)
         span = last[0] - first[0]
         processed = last[1] - first[1]
         cpu = last[2] - first[2]
-        print(f"rules: {rule_set}, partitions: {partitions}")
+        print(f"rules: {rule_set}, partitions: {partitions}, duplicate detection: {dedupe}")
         print(
             f"processed {processed} events in {span:.1f}s after the first commit: "
             f"{processed / span:,.0f} events/s; worker CPU {cpu / processed * 1e6:.0f} µs/event "
@@ -340,6 +343,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
+        "--no-dedupe",
+        action="store_true",
+        help="turn duplicate detection off (no changelog write per message event)",
+    )
+    parser.add_argument(
         "--rule-set",
         choices=["fifty", "one"],
         default="fifty",
@@ -348,12 +356,22 @@ def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
-        asyncio.run(measure(bootstrap, args.events, args.partitions, args.rule_set))
+        asyncio.run(
+            measure(bootstrap, args.events, args.partitions, args.rule_set, not args.no_dedupe)
+        )
         return
     from worker.devkafka.broker import KafkaBroker
 
     with tempfile.TemporaryDirectory() as data, KafkaBroker(Path(data)) as broker:
-        asyncio.run(measure(broker.bootstrap_servers, args.events, args.partitions, args.rule_set))
+        asyncio.run(
+            measure(
+                broker.bootstrap_servers,
+                args.events,
+                args.partitions,
+                args.rule_set,
+                not args.no_dedupe,
+            )
+        )
 
 
 if __name__ == "__main__":
