@@ -111,7 +111,13 @@ def build_app(
 
     async def emit(records: Sequence[ActionRecordLike]) -> None:
         for record in records:
-            await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+            try:
+                await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+            except Exception:
+                # Raising would restart the agent and ack the event anyway (Faust), so the
+                # loss is said here, with the key, and counted.
+                processor.counters.emit_errors += 1
+                log.exception("action %s not produced", record.idempotency_key)
 
     @app.agent(source, name="evaluate-events")
     async def evaluate_events(stream: Any) -> None:
