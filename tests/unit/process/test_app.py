@@ -10,7 +10,13 @@ import orjson
 import pytest
 
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
-from worker.process.app import ProcessApp, build_app, faust_settings, tick_topic_name
+from worker.process.app import (
+    ProcessApp,
+    build_app,
+    faust_settings,
+    tick_topic_name,
+    unsubscribed,
+)
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
 
@@ -131,3 +137,9 @@ async def test_an_action_that_cannot_be_produced_is_logged_and_counted(
         await agent.put(orjson.dumps(envelope("messages.upsert", data, id="01JA")), key=b"k")
     assert process_app.processor.counters.emit_errors == 1
     assert "action auto-reply:01JA:0:-:fire not produced" in caplog.text
+
+
+def test_events_a_reloaded_bundle_adds_are_named_for_the_restart_warning() -> None:
+    events = frozenset({"messages.upsert", "call.upsert", "groups.update"})
+    assert unsubscribed(events, ("messages.upsert",)) == ["call.upsert", "groups.update"]
+    assert unsubscribed(frozenset({"messages.upsert"}), ("messages.upsert",)) == []
