@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.rules.cli",
     "worker.process.cli",
     "worker.actions.cli",
+    "worker.run.cli",
     "worker.console.cli",
 )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from worker.events import SENT_EVENTS
-from worker.simulator.frames import FrameTemplate, make_template
+from worker.simulator.frames import UNIQUE_ID_FIELD, FrameTemplate, make_template
 from worker.simulator.hub import Counters
 
 if TYPE_CHECKING:
@@ -118,28 +118,44 @@ def _padded(payload: Any, min_size: int) -> Any | None:
     return None
 
 
+def _as_templated(event: str, payload: Any) -> Any:
+    """``payload`` with its id already as long as the template's ids (``3EB0`` + 18 hex,
+    a web id, so ``device`` says web), so padding measures the frame that will be sent."""
+    field = UNIQUE_ID_FIELD.get(event)
+    if field is None or not isinstance(payload, dict) or field not in payload:
+        return payload
+    payload = {**payload, field: "3EB0" + "0" * 18}
+    if "device" in payload:
+        payload["device"] = "web"
+    return payload
+
+
 def _generate(sim: Simulator, instance: str, event: str, min_size: int) -> Any:
     for _ in range(50):
-        payload = sim.generate(instance, event)
+        payload = _as_templated(event, sim.generate(instance, event))
         padded = _padded(payload, min_size) if min_size else payload
         if padded is not None:
             return padded
     return payload  # this event has nothing to pad (e.g. presence.update)
 
 
-def build_schedule(sim: Simulator, profile: Profile) -> list[tuple[str, str, FrameTemplate]]:
-    """The sequence the run cycles through: (instance, event, template), seeded."""
+async def build_schedule(sim: Simulator, profile: Profile) -> list[tuple[str, str, FrameTemplate]]:
+    """The sequence the run cycles through: (instance, event, template), seeded.
+
+    Generating takes about a millisecond per hundred payloads, so it yields to the event
+    loop as it goes: sockets keep answering pings while a large profile gets ready.
+    """
     rng = random.Random(f"{sim.seed}:profile")
     events = [e for e, _ in profile.mix]
     weights = [w for _, w in profile.mix]
     length = max(2048, 2 * len(profile.instances) * len(events))
     schedule = []
-    for _ in range(length):
+    for n in range(length):
+        if n % 256 == 255:
+            await asyncio.sleep(0)
         instance = rng.choice(profile.instances)
         event = rng.choices(events, weights)[0]
         payload = _generate(sim, instance, event, profile.min_size)
-        if event in ("messages.upsert", "send.message") and isinstance(payload, dict):
-            payload = {**payload, "device": "web"}  # the template's ids look like web ids
         schedule.append((instance, event, make_template(event, payload)))
     return schedule
 
@@ -148,7 +164,7 @@ async def run_profile(sim: Simulator, profile: Profile) -> Counters:
     """Emit ``profile``'s traffic through the hub; return what this run emitted."""
     for name in profile.instances:
         sim.instance(name)  # unknown names fail before anything is sent
-    schedule = build_schedule(sim, profile)
+    schedule = await build_schedule(sim, profile)
     deliver = sim.hub.deliver
     serial = sim.frame_serial
     total = profile.total
