@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import time
 from dataclasses import dataclass, field
 
 
@@ -36,10 +37,21 @@ class SubscriptionStats:
     connect_failures: int = 0
     #: Silent subscriptions re-established make-before-break.
     resubscribes: int = 0
+    #: Failures in a row behind the current backoff (short-lived connections count).
+    failures_in_a_row: int = 0
     #: Delays waited before reconnecting, most recent last (bounded).
     delays: list[float] = field(default_factory=list)
     frames: int = 0
     invalid_frames: int = 0
+    #: Wall-clock time (epoch seconds) the current state began.
+    since: float | None = None
+    #: Wall-clock time (epoch seconds) of the last frame received.
+    last_frame_at: float | None = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "state" and getattr(self, "state", None) != value:
+            object.__setattr__(self, "since", time.time())
+        object.__setattr__(self, name, value)
 
     def record_delay(self, delay: float) -> None:
         self.delays.append(delay)
@@ -66,13 +78,22 @@ class LatencyHistogram:
         self.total += 1
         self.sum += seconds
 
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the q-quantile (``inf`` past the last)."""
-        if not self.total:
+    def quantile(self, q: float, since: list[int] | None = None) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (``inf`` past the last).
+
+        Args:
+            q: the quantile, e.g. 0.99.
+            since: an earlier copy of :attr:`counts`; only what was observed after it counts.
+        """
+        counts = self.counts
+        if since is not None:
+            counts = [a - b for a, b in zip(self.counts, since, strict=True)]
+        total = sum(counts)
+        if not total:
             return None
-        target = q * self.total
+        target = q * total
         seen = 0
-        for i, count in enumerate(self.counts):
+        for i, count in enumerate(counts):
             seen += count
             if seen >= target:
                 return LATENCY_BUCKETS[i] if i < len(LATENCY_BUCKETS) else float("inf")
