@@ -20,7 +20,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -38,6 +38,11 @@ def tick_topic_name(app_id: str) -> str:
     return f"{app_id}-ticks"
 
 
+def unsubscribed(events: frozenset[str], subscribed: Sequence[str]) -> list[str]:
+    """Events a reloaded bundle listens to that this worker does not consume."""
+    return sorted(events - set(subscribed))
+
+
 def faust_settings(settings: ProcessSettings) -> dict[str, Any]:
     """The ``faust.App`` keyword arguments for these settings."""
     brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
@@ -50,6 +55,10 @@ def faust_settings(settings: ProcessSettings) -> dict[str, Any]:
         "topic_disable_leader": True,
         "web_enabled": False,
         "consumer_auto_offset_reset": "earliest",
+        # Every message event writes at least one changelog record (the message id) and
+        # often a state change and an action: batch them (kafka-and-faust.md §5).
+        "producer_linger": 0.005,
+        "producer_max_batch_size": 262_144,
         **settings.faust,
     }
 
@@ -107,7 +116,13 @@ def build_app(
 
     async def emit(records: Sequence[ActionRecordLike]) -> None:
         for record in records:
-            await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+            try:
+                await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+            except Exception:
+                # Raising would restart the agent and ack the event anyway (Faust), so the
+                # loss is said here, with the key, and counted.
+                processor.counters.emit_errors += 1
+                log.exception("action %s not produced", record.idempotency_key)
 
     @app.agent(source, name="evaluate-events")
     async def evaluate_events(stream: Any) -> None:
@@ -145,7 +160,7 @@ def build_app(
             outcome = await asyncio.to_thread(watcher.check, force)
             processor.reloaded(outcome)
             if outcome.status == "swapped":
-                missing = sorted(watcher.current.bundle.events - set(subscribed))
+                missing = unsubscribed(watcher.current.bundle.events, subscribed)
                 if missing:
                     log.warning(
                         "rules now listen to %s, which this worker does not consume; "
@@ -153,6 +168,11 @@ def build_app(
                         ", ".join(missing),
                     )
 
+    async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        processor.forget_partitions()
+
+    # mode's signal stubs want a positional-only sender; the call is the documented one.
+    app.on_rebalance_complete.connect(cast(Any, on_rebalance_complete))
     app.timer(interval=settings.tick_interval_s)(send_ticks)
     app.task(watch_rules)
     return ProcessApp(

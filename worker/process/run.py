@@ -9,8 +9,10 @@ from pathlib import Path
 import faust
 
 from worker.events import actions_topic, event_topic
-from worker.process.app import build_app
+from worker.observability.server import Observability, StatusServer
+from worker.process.app import ProcessApp, build_app
 from worker.process.engine import RulesEngine
+from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
 from worker.process.topics import ensure_topics
@@ -34,6 +36,8 @@ def run_process(
         watcher = RulesWatcher.start(rules_dir, engine)
     except engine.load_error as exc:
         raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
+    if not watcher.current.bundle.events:
+        raise StartError(f"rules in {rules_dir} listen to no event (none, or all disabled)")
     built = build_app(settings, watcher, engine)
     topics = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
     topics.append(actions_topic(settings.topic_prefix))
@@ -54,8 +58,14 @@ def run_process(
         loop.close()
         raise StartError(str(exc)) from None
 
+    if settings.http_port is not None:
+        serve_status(built, settings.http_port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(built.app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
+    # At a log level of WARNING or above, Faust's terminal spinner sets the root logger to
+    # DEBUG and handles every debug record of aiokafka and Faust (faust/worker.py,
+    # _setup_spinner_handler): measured at several hundred µs per event. No spinner.
+    worker.spinner = None
     if created:
         print(f"zapflow process: created topics {', '.join(created)}", flush=True)
     try:
@@ -65,3 +75,19 @@ def run_process(
     finally:
         log.info("process stage stopped: %s", built.processor.counters)
     return code if isinstance(code, int) else 0
+
+
+def serve_status(built: ProcessApp, port: int) -> None:
+    """Serve the stage's metrics, health and status on ``127.0.0.1:port`` inside the worker."""
+    processor = built.processor
+    obs = Observability()
+    obs.registry.register(ProcessCollector(processor))
+    obs.status["process"] = lambda: status_section(processor)
+    obs.readiness["rules"] = lambda: (True, f"version {processor.watcher.current.bundle.version}")
+    server = StatusServer(obs, port=port)
+
+    async def serve() -> None:
+        await server.start()
+        log.info("metrics and status on %s", server.url)
+
+    built.app.task(serve)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,15 +60,17 @@ def text(key_id: str, from_me: bool = False) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Any]:
+def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
-    prefix = f"t-{uuid.uuid4().hex[:8]}."
+    prefix = unique_prefix
 
-    def make(rules_text: str) -> WorkerProcess:
+    def make(rules_text: str, store: str = "memory://") -> WorkerProcess:
         rules = tmp_path / "rules"
         rules.mkdir()
         (rules / "rules.yaml").write_text(rules_text)
-        config = write_config(tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data")
+        config = write_config(
+            tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data", store
+        )
         process = WorkerProcess(config, rules, tmp_path / "worker.log")
         process.prefix = prefix  # type: ignore[attr-defined]
         started.append(process)
@@ -81,13 +82,16 @@ def make_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Any]:
         process.stop()
 
 
-async def test_throttle_holds_across_a_restart(make_worker: Any, kafka_bootstrap: str) -> None:
-    worker = make_worker(THROTTLED)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_throttle_holds_across_a_restart(
+    make_worker: Any, kafka_bootstrap: str, store: str
+) -> None:
+    worker = make_worker(THROTTLED, store)
     async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(text("3A6B0000000000000001"))
         await kafka.wait_for(lambda a: len(a) == 1)
         assert worker.stop() == 0
-        worker.start()  # memory store: the throttle comes back from the changelog only
+        worker.start()  # memory: from the changelog; rocksdb: local files + changelog tail
         await kafka.produce(
             text("3A6B0000000000000002"), text("3EB0PERSON0000000001", from_me=True)
         )
@@ -129,3 +133,39 @@ async def test_broken_rules_keep_the_old_ones_and_fixed_rules_apply_without_rest
         worker.wait_for_log("SIGHUP: reloading rules")
         assert worker.proc is not None and worker.proc.poll() is None
         assert os.path.exists(rule_file)
+
+
+async def test_two_workers_split_the_partitions_and_act_once(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(THROTTLED)
+    config = write_config(tmp_path / "zapflow.yaml", kafka_bootstrap, unique_prefix, tmp_path / "d")
+    first = WorkerProcess(config, rules, tmp_path / "first.log")
+    second = WorkerProcess(config, rules, tmp_path / "second.log")
+    try:
+        first.start()
+        second.start()
+        # Faust gives each worker the same partition numbers of every topic and table.
+        second.wait_for_log("Setting newly assigned partitions")
+        async with Kafka(kafka_bootstrap, unique_prefix) as kafka:
+            chats = [f"55119{n:08d}@s.whatsapp.net" for n in range(12)]
+            texts = []
+            for round_ in range(2):
+                for n, chat in enumerate(chats):
+                    message = text(f"3A6B{round_:02d}{n:014d}")
+                    message["data"]["keyRemoteJid"] = chat
+                    texts.append(message)
+            await kafka.produce(*texts)
+            await kafka.wait_for(lambda a: len(a) >= len(chats))
+            marker = text("3EB0PERSON0000000009", from_me=True)
+            await kafka.produce(marker)
+            await kafka.wait_for(lambda a: any(x["rule_id"] == "mirror-own" for x in a))
+        replies = kafka.by_rule("auto-reply")
+        assert sorted(r["params"]["to"] for r in replies) == sorted(chats)
+        worked = [w for w in (first, second) if "Executing _on_partitions_assigned" in w.output()]
+        assert len(worked) == 2
+    finally:
+        first.stop()
+        second.stop()

@@ -162,3 +162,50 @@ def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path
     processor.tick(1, state, {}, NOW)
     assert sorted(state) == ["auto-reply|a", "kept|a"]
     assert processor.counters.reloads == 1
+
+
+def test_between_sweeps_the_tick_fires_from_the_timer_index(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, DOWN, REPLY)
+    processor.sweep_interval_s = 3600
+    state: dict[str, Any] = {}
+    processor.tick(1, state, {}, NOW)  # sweep: nothing yet
+    sweeps = processor.counters.sweeps
+    close = raw(envelope("connection.update", {"state": "close"}, id="01JD"))
+    processor.process(close, 1, state, {}, NOW)
+    processor.process(contact_text("01JA"), 1, state, {}, NOW)
+    later = NOW + timedelta(seconds=121)
+    fired = processor.tick(1, state, {}, later)
+    assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
+    assert processor.counters.sweeps == sweeps
+    assert list(state) == ["auto-reply|shop-bot"]
+
+
+def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, DOWN)
+    processor.tick(0, {}, {}, NOW)
+    recovered = {"down|shop-bot": [0, {"due": NOW.timestamp(), "event": "01JD"}]}
+    assert not processor.tick(0, recovered, {}, NOW + timedelta(seconds=1))  # not indexed yet
+    processor.forget_partitions()
+    fired = processor.tick(0, recovered, {}, NOW + timedelta(seconds=2))
+    assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
+
+
+def test_duplicate_detection_is_off_with_a_zero_ttl(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, {"id": "every", "on": "messages.upsert"})
+    processor.dedupe_ttl_s = 0
+    seen: dict[str, Any] = {}
+    assert len(processor.process(contact_text("01JA"), 0, {}, seen, NOW)) == 1
+    assert len(processor.process(contact_text("01JB"), 0, {}, seen, NOW)) == 1
+    assert seen == {}
+
+
+def test_a_message_that_did_nothing_is_not_remembered(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    state: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    assert len(processor.process(contact_text("01JA"), 0, state, seen, NOW)) == 1
+    throttled = contact_text("01JB", key_id="OTHER")
+    assert not processor.process(throttled, 0, state, seen, NOW)
+    assert list(seen) == ["shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D"]
