@@ -339,6 +339,9 @@ def run(
             logging_config=logs,
             redirect_stdouts=False,
         )
+    # At a log level of WARNING or above, Faust's terminal spinner sets the root logger to
+    # DEBUG (faust.worker._setup_spinner_handler), which costs hundreds of µs per event.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
