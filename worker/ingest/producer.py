@@ -40,6 +40,13 @@ DIRECT: Final = "direct"
 SPOOLING: Final = "spooling"
 #: Records waiting for the producer beyond this mean it is stuck: spool instead.
 QUEUE_LIMIT: Final = 100_000
+#: Records waiting for Kafka (queued and unacknowledged) above which the subscriptions pause
+#: reading, and below which they resume. While Kafka acknowledges, a backlog is better left
+#: in the gateway's socket buffers than spooled: spooling a live backlog costs a disk write
+#: per event and, under sustained load, never catches up. A Kafka that stops acknowledging
+#: still switches to the spool (delivery_timeout), which resumes reading.
+HIGH_WATER: Final = 20_000
+LOW_WATER: Final = 5_000
 #: Spool buffer size that triggers an immediate write.
 SPOOL_WRITE_BATCH: Final = 2_000
 DRAIN_BATCH: Final = 2_000
@@ -192,6 +199,9 @@ class EventPipeline:
         self._acked_from_spool: list[int] = []
         self._key_partitions = KeyPartitions()
         self.kafka_ready = asyncio.Event()
+        #: Set while subscriptions may read; cleared while Kafka is behind (see HIGH_WATER).
+        self.room = asyncio.Event()
+        self.room.set()
         stats.mode = SPOOLING
         self._sync_spool_stats()
 
@@ -225,6 +235,8 @@ class EventPipeline:
         self._seq += 1
         if self._mode == DIRECT and not self._closing:
             self._queue.append((self._seq, record, received_at))
+            if len(self._queue) + len(self._inflight) > HIGH_WATER:
+                self.room.clear()
             if len(self._queue) > QUEUE_LIMIT:
                 self._enter_spooling(f"more than {QUEUE_LIMIT} events wait for the producer")
             elif not self._wake_feeder.is_set():
@@ -237,6 +249,7 @@ class EventPipeline:
     async def close(self) -> None:
         """Flush what can be flushed within ``flush_timeout``; spool the rest; stop."""
         self._closing = True
+        self.room.set()
         timeout = self._config.producer.flush_timeout
         # Not yet handed to the producer: straight to disk.
         while self._queue:
@@ -292,6 +305,7 @@ class EventPipeline:
             return
         self._mode = SPOOLING
         self._stats.mode = SPOOLING
+        self.room.set()  # events go to disk now; the subscriptions must keep reading
         while self._queue:
             seq, record, _ = self._queue.popleft()
             self._to_spool(seq, record)
@@ -445,12 +459,17 @@ class EventPipeline:
             self._to_spool(seq, record)
             self._enter_spooling(f"delivery failed: {type(exc).__name__}: {exc}")
             return
+        self._maybe_resume()
         if seq in self._in_spool:
             self._in_spool.discard(seq)
             self._acked_from_spool.append(seq)
             return
         self._stats.produced += 1
         self._stats.produce_latency.observe(self._clock() - received_at)
+
+    def _maybe_resume(self) -> None:
+        if not self.room.is_set() and len(self._queue) + len(self._inflight) < LOW_WATER:
+            self.room.set()
 
     async def _watch(self) -> None:
         """Spot a broker that stopped acknowledging; write the spool buffer to disk."""
@@ -464,6 +483,7 @@ class EventPipeline:
                     self._enter_spooling(f"no acknowledgement for {waited:.1f}s")
             self._settle_acked_from_spool()
             self._write_spool()
+            self._maybe_resume()
 
     async def _drain(self) -> None:
         """Spooling mode: reach Kafka, wait for in-flight records, drain the spool."""

@@ -128,6 +128,7 @@ class IngestService:
             handshake_lock=self._handshake_locks.setdefault(instance.name, asyncio.Lock()),
             policy=config.reconnect,
             ids=self._ids,
+            room=self.pipeline.room,
             **subscription_options(config),
         )
         self.subscriptions.append(sub)

@@ -102,6 +102,7 @@ class Subscription:
         max_frame_bytes: int,
         ids: UlidGenerator,
         rng: Callable[[], float] = random.random,
+        room: asyncio.Event | None = None,
     ) -> None:
         self.subscriber = subscriber
         #: Every line about this subscription carries its instance and event (JSON logs).
@@ -120,6 +121,8 @@ class Subscription:
         self._max_frame_bytes = max_frame_bytes
         self._ids = ids
         self._rng = rng
+        #: Cleared while the producer is far behind: stop reading until it is set again.
+        self._room = room
         self._backoff = BackoffState()
         self._current: ClientConnection | None = None
         self._replacement: ClientConnection | None = None
@@ -350,8 +353,12 @@ class Subscription:
         ids = self._ids
         stats = self.stats
         max_bytes = self._max_frame_bytes
+        room = self._room
         try:
             while True:
+                if room is not None and not room.is_set():
+                    await room.wait()
+                    self._last_frame_at = time.monotonic()  # paused, not silent
                 frame = await ws.recv()
                 now = time.monotonic()
                 now_ms = int(time.time() * 1000)

@@ -109,3 +109,43 @@ async def test_failed_sends_are_spooled_and_sent_again_exactly_once_in_order(
     # Before the failure everything went in order; records that failed in flight are sent
     # again from the spool (in receive order), after any that were acknowledged meanwhile.
     assert producer.sent[:1000] == [f"{n:06d}" for n in range(1, 1001)]
+
+
+class HeldProducer(RecordingProducer):
+    """Acknowledges nothing until ``release()``: a Kafka that is slow, not gone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append(value.decode())
+        self.pending.append(fut)
+        return fut
+
+    def release(self) -> None:
+        for fut in self.pending:
+            fut.set_result(None)
+        self.pending.clear()
+
+
+async def test_a_slow_kafka_pauses_reading_instead_of_spooling(tmp_path: Path) -> None:
+    from worker.ingest.producer import HIGH_WATER
+
+    producer = HeldProducer()
+    pipeline, stats = await start_pipeline(tmp_path, producer)
+    try:
+        await wait_for(lambda: pipeline.mode == "direct", timeout=5)
+        for n in range(1, HIGH_WATER + 2):
+            pipeline.accept(record(n), 0.0)
+        assert not pipeline.room.is_set(), "subscriptions should pause above the high-water mark"
+        await wait_for(lambda: len(producer.sent) == HIGH_WATER + 1, timeout=10)
+        producer.release()
+        await wait_for(pipeline.room.is_set, timeout=5, message="reading to resume")
+        await wait_for(lambda: stats.produced == HIGH_WATER + 1, timeout=10)
+        assert pipeline.mode == "direct"
+        assert stats.spooled == 0
+    finally:
+        producer.release()
+        await pipeline.close()
