@@ -18,6 +18,7 @@ from worker import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "worker.devkafka.cli",
     "worker.console.cli",
+    "worker.ingest.cli",
 )
 
 

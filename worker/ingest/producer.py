@@ -1,0 +1,451 @@
+"""From records to Kafka, or to the disk spool while Kafka is away.
+
+Two modes:
+
+* **direct**: records are handed to one idempotent aiokafka producer (``acks=all``)
+  without waiting for each acknowledgement; sends are pipelined and batched.
+* **spooling**: Kafka failed a send, or has not acknowledged anything for
+  ``delivery_timeout``: new records go to the :class:`~worker.ingest.spool.Spool`.
+  Records already handed to the producer stay there (they are delivered when the broker
+  returns, so they are not duplicated); if they fail they join the spool. Once nothing
+  is in flight, the spool drains oldest first, and when it is empty the mode returns to
+  direct. Ingest also starts in this mode, so a spool left by a previous run drains
+  before new records and a broker that is down at start costs nothing.
+
+Every record carries an ingest sequence number, given when it was received, and the
+spool is ordered by it, so records that failed in flight drain before later ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from worker.ingest.config import KafkaConfig
+from worker.ingest.envelope import KafkaRecord
+from worker.ingest.spool import Spool, SpoolFull
+from worker.ingest.stats import IngestStats
+
+log = logging.getLogger("zapflow.ingest")
+
+DIRECT: Final = "direct"
+SPOOLING: Final = "spooling"
+#: Records waiting for the producer beyond this mean it is stuck: spool instead.
+QUEUE_LIMIT: Final = 100_000
+#: Spool buffer size that triggers an immediate write.
+SPOOL_WRITE_BATCH: Final = 2_000
+DRAIN_BATCH: Final = 2_000
+TICK: Final = 0.1
+
+
+def producer_settings(config: KafkaConfig) -> dict[str, Any]:
+    """Keyword arguments for ``AIOKafkaProducer`` (and, minus the producer-only ones,
+    for the admin client)."""
+    tuning = config.producer
+    settings: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap_servers,
+        "client_id": "zapflow-ingest",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": tuning.linger_ms,
+        "max_batch_size": tuning.max_batch_size,
+        "compression_type": None if tuning.compression == "none" else tuning.compression,
+        "request_timeout_ms": int(tuning.request_timeout * 1000),
+        "retry_backoff_ms": 200,
+    }
+    settings.update(security_settings(config))
+    return settings
+
+
+def security_settings(config: KafkaConfig) -> dict[str, Any]:
+    sec = config.security
+    settings: dict[str, Any] = {"security_protocol": sec.protocol}
+    if sec.sasl_mechanism:
+        settings["sasl_mechanism"] = sec.sasl_mechanism
+        settings["sasl_plain_username"] = sec.sasl_username
+        settings["sasl_plain_password"] = sec.sasl_password.reveal() if sec.sasl_password else None
+    if "SSL" in sec.protocol:
+        from aiokafka.helpers import create_ssl_context
+
+        settings["ssl_context"] = create_ssl_context(
+            cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
+        )
+    return settings
+
+
+async def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
+    """Create the topics that are missing; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers,
+        client_id="zapflow-ingest-admin",
+        request_timeout_ms=int(config.producer.request_timeout * 1000),
+        **security_settings(config),
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=t,
+                    num_partitions=config.partitions,
+                    replication_factor=config.replication_factor,
+                )
+                for t in missing
+            ]
+        )
+        for item in response.topic_errors:
+            topic, code = item[0], item[1]
+            message = item[2] if len(item) > 2 else ""
+            # 36: TOPIC_ALREADY_EXISTS (another process won the race).
+            if code not in (0, 36):
+                raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}")
+        return missing
+    finally:
+        await admin.close()
+
+
+class EventPipeline:
+    """Accepts records from the subscriptions and gets them into Kafka, one way or another.
+
+    Args:
+        config: the Kafka settings.
+        topics: the topics to create at start.
+        spool: the open spool.
+        stats: counters to update.
+        clock: monotonic seconds (replaceable in tests).
+        spool_warn_ratio: spool fill ratio at which a warning is logged.
+    """
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topics: list[str],
+        spool: Spool,
+        stats: IngestStats,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        spool_warn_ratio: float = 0.8,
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self._spool = spool
+        self._stats = stats
+        self._clock = clock
+        self._mode = SPOOLING
+        self._seq = spool.last_seq_at_open
+        self._queue: deque[tuple[int, KafkaRecord, float]] = deque()
+        self._spool_buffer: list[tuple[int, KafkaRecord]] = []
+        # seq -> (record, received at, handed to the producer at)
+        self._inflight: dict[int, tuple[KafkaRecord, float, float]] = {}
+        self._draining: dict[int, asyncio.Future[Any]] = {}
+        self._producer: Any = None
+        self._wake_feeder = asyncio.Event()
+        self._wake_drainer = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._spool_warned = False
+        self._spool_full = False
+        self._spool_warn_ratio = spool_warn_ratio
+        self.kafka_ready = asyncio.Event()
+        stats.mode = SPOOLING
+        self._sync_spool_stats()
+
+    # --- public -----------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight) + len(self._queue) + len(self._draining)
+
+    async def start(self, connect_timeout: float = 10.0) -> bool:
+        """Start the background work; try to reach Kafka for up to ``connect_timeout``.
+
+        Returns:
+            Whether Kafka was reached (if not, records are spooled until it is).
+        """
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._feed(), name="ingest-feeder"),
+            loop.create_task(self._drain(), name="ingest-drainer"),
+            loop.create_task(self._watch(), name="ingest-watchdog"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.kafka_ready.wait(), connect_timeout)
+        return self.kafka_ready.is_set()
+
+    def accept(self, record: KafkaRecord, received_at: float) -> None:
+        """Take one record (never blocks: the subscriptions must keep reading)."""
+        self._seq += 1
+        if self._mode == DIRECT and not self._closing:
+            self._queue.append((self._seq, record, received_at))
+            if len(self._queue) > QUEUE_LIMIT:
+                self._enter_spooling(f"more than {QUEUE_LIMIT} events wait for the producer")
+            elif not self._wake_feeder.is_set():
+                self._wake_feeder.set()
+            return
+        self._spool_buffer.append((self._seq, record))
+        if len(self._spool_buffer) >= SPOOL_WRITE_BATCH:
+            self._write_spool()
+
+    async def close(self) -> None:
+        """Flush what can be flushed within ``flush_timeout``; spool the rest; stop."""
+        self._closing = True
+        timeout = self._config.producer.flush_timeout
+        # Not yet handed to the producer: straight to disk.
+        while self._queue:
+            seq, record, _ = self._queue.popleft()
+            self._spool_buffer.append((seq, record))
+        self._write_spool()
+        deadline = self._clock() + timeout
+        while (self._inflight or self._draining) and self._clock() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # Drain batches already in the spool: settle what was acknowledged.
+        acked = [s for s, f in self._draining.items() if f.done() and not f.exception()]
+        self._settle_drained(acked)
+        self._draining.clear()
+        if self._inflight:
+            log.warning(
+                "%d events were not acknowledged by Kafka within %.0fs; they are kept in "
+                "the spool and sent again on the next start",
+                len(self._inflight),
+                timeout,
+            )
+            for seq, (record, _, _) in sorted(self._inflight.items()):
+                self._spool_buffer.append((seq, record))
+            self._inflight.clear()
+        self._write_spool()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5.0)
+        self._sync_spool_stats()
+        self._spool.close()
+
+    # --- mode changes -----------------------------------------------------------
+    def _enter_spooling(self, reason: str) -> None:
+        if self._mode == SPOOLING:
+            return
+        self._mode = SPOOLING
+        self._stats.mode = SPOOLING
+        while self._queue:
+            seq, record, _ = self._queue.popleft()
+            self._spool_buffer.append((seq, record))
+        log.warning("Kafka unavailable (%s); spooling events to %s", reason, self._spool.path)
+        self._wake_drainer.set()
+
+    def _enter_direct(self) -> None:
+        self._mode = DIRECT
+        self._stats.mode = DIRECT
+        self._wake_feeder.set()
+
+    # --- spool ------------------------------------------------------------------
+    def _write_spool(self) -> None:
+        if not self._spool_buffer:
+            return
+        batch, self._spool_buffer = self._spool_buffer, []
+        try:
+            self._spool.append(batch)
+            stored = len(batch)
+            if self._spool_full:
+                self._spool_full = False
+                log.info("spool %s accepts events again", self._spool.path)
+        except SpoolFull as exc:
+            stored = len(batch) - exc.dropped
+            self._stats.spool_dropped += exc.dropped
+            if not self._spool_full:
+                self._spool_full = True
+                log.error("%s", exc)
+        self._stats.spooled += stored
+        self._sync_spool_stats()
+        ratio = self._spool.fill_ratio
+        warn_ratio = self._spool_warn_ratio
+        if ratio >= warn_ratio and not self._spool_warned:
+            self._spool_warned = True
+            log.warning(
+                "spool %s is %.0f%% full (%d events, %d bytes of %d)",
+                self._spool.path,
+                ratio * 100,
+                self._spool.depth,
+                self._spool.bytes,
+                self._spool.max_bytes,
+            )
+        elif ratio < warn_ratio / 2:
+            self._spool_warned = False
+
+    def _sync_spool_stats(self) -> None:
+        self._stats.spool_depth = self._spool.depth + len(self._spool_buffer)
+        self._stats.spool_bytes = self._spool.bytes
+
+    def _settle_drained(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        self._spool.remove(seqs)
+        self._stats.drained += len(seqs)
+        self._stats.produced += len(seqs)
+        self._sync_spool_stats()
+
+    # --- producer ---------------------------------------------------------------
+    async def _connect(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        if self._config.create_topics:
+            created = await ensure_topics(self._config, self._topics)
+            if created:
+                log.info("created topics: %s", ", ".join(created))
+        producer = AIOKafkaProducer(**producer_settings(self._config))
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
+        self.kafka_ready.set()
+        log.info("connected to Kafka at %s", self._config.bootstrap_servers)
+
+    async def _send(self, record: KafkaRecord) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await self._producer.send(
+            record.topic, record.value, key=record.key, headers=list(record.headers)
+        )
+        return fut
+
+    async def _feed(self) -> None:
+        """Direct mode: hand queued records to the producer, never waiting for acks."""
+        while True:
+            await self._wake_feeder.wait()
+            self._wake_feeder.clear()
+            while self._queue and self._mode == DIRECT:
+                seq, record, received_at = self._queue.popleft()
+                self._inflight[seq] = (record, received_at, self._clock())
+                try:
+                    fut = await self._send(record)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._inflight.pop(seq, None)
+                    self._stats.produce_errors += 1
+                    self._spool_buffer.append((seq, record))
+                    self._enter_spooling(f"send failed: {type(exc).__name__}: {exc}")
+                    continue
+                fut.add_done_callback(functools.partial(self._delivered, seq))
+
+    def _delivered(self, seq: int, fut: asyncio.Future[Any]) -> None:
+        entry = self._inflight.pop(seq, None)
+        if entry is None:  # already spooled by close()
+            return
+        record, received_at, _ = entry
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            self._stats.produce_errors += 1
+            self._spool_buffer.append((seq, record))
+            self._enter_spooling(f"delivery failed: {type(exc).__name__}: {exc}")
+            return
+        self._stats.produced += 1
+        self._stats.produce_latency.observe(self._clock() - received_at)
+
+    async def _watch(self) -> None:
+        """Spot a broker that stopped acknowledging; write the spool buffer to disk."""
+        delivery_timeout = self._config.producer.delivery_timeout
+        while True:
+            await asyncio.sleep(TICK)
+            if self._mode == DIRECT and self._inflight:
+                _, _, sent_at = next(iter(self._inflight.values()))
+                waited = self._clock() - sent_at
+                if waited > delivery_timeout:
+                    self._enter_spooling(f"no acknowledgement for {waited:.1f}s")
+            self._write_spool()
+
+    async def _drain(self) -> None:
+        """Spooling mode: reach Kafka, wait for in-flight records, drain the spool."""
+        retry = 0.5
+        while True:
+            if self._mode == DIRECT or self._closing:
+                await self._wake_drainer.wait()
+                self._wake_drainer.clear()
+                continue
+            if self._producer is None:
+                try:
+                    await self._connect()
+                    retry = 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "cannot reach Kafka at %s (%s: %s); retrying in %.1fs",
+                        self._config.bootstrap_servers,
+                        type(exc).__name__,
+                        exc,
+                        retry,
+                    )
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, 10.0)
+                    continue
+            if self._inflight:
+                await asyncio.sleep(TICK)
+                continue
+            self._write_spool()
+            batch = self._spool.oldest(DRAIN_BATCH)
+            if not batch:
+                if not self._spool_buffer and not self._inflight:
+                    if self._stats.drained:
+                        log.info("spool drained; sending events to Kafka directly again")
+                    self._enter_direct()
+                continue
+            failed = await self._drain_batch(batch)
+            if failed:
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, 10.0)
+            else:
+                retry = 0.5
+
+    async def _drain_batch(self, batch: list[Any]) -> bool:
+        """Send one batch from the spool; returns whether something failed."""
+        failure: BaseException | None = None
+        for item in batch:
+            try:
+                self._draining[item.seq] = await self._send(item.record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = exc
+                break
+        if self._draining:
+            await asyncio.wait(list(self._draining.values()))
+        acked = []
+        for seq, fut in self._draining.items():
+            error = fut.exception()
+            if error is None:
+                acked.append(seq)
+            elif failure is None:
+                failure = error
+        self._draining.clear()
+        self._settle_drained(acked)
+        if failure is not None:
+            self._stats.produce_errors += 1
+            log.warning(
+                "sending spooled events failed (%s: %s); %d left in the spool",
+                type(failure).__name__,
+                failure,
+                self._spool.depth,
+            )
+            return True
+        return False

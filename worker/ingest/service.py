@@ -1,0 +1,159 @@
+"""Ingest as one running thing: subscriptions, pipeline and spool, started and stopped together.
+
+``zapflow ingest`` runs it alone; ``zapflow run`` will run it beside the other stages
+(construct :class:`IngestService`, ``await start()``, later ``await stop()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from worker.ingest.config import IngestConfig
+from worker.ingest.envelope import Subscriber
+from worker.ingest.ids import UlidGenerator
+from worker.ingest.producer import EventPipeline
+from worker.ingest.spool import Spool
+from worker.ingest.stats import IngestStats, SubscriptionState
+from worker.ingest.subscription import Subscription, subscription_options, subscription_url
+
+log = logging.getLogger("zapflow.ingest")
+
+
+def status_line(config: IngestConfig, kafka_reached: bool, spool_depth: int) -> str:
+    """The line printed at start: what is subscribed, where it goes."""
+    subs = len(config.subscriptions())
+    broker = config.kafka.bootstrap_servers + ("" if kafka_reached else " (not reachable yet)")
+    spool = f", {spool_depth} events in the spool to send first" if spool_depth else ""
+    return (
+        f"ingest: {subs} subscriptions ({len(config.instances)} instances) to "
+        f"{config.gateway_url}; Kafka {broker}; topics {config.kafka.topic_prefix}* "
+        f"({len(config.topics())}){spool}"
+    )
+
+
+def summary_line(stats: IngestStats, received_before: int, interval: float) -> str:
+    """The periodic one-line summary."""
+    counts = stats.count_states()
+    rate = (stats.received - received_before) / interval if interval > 0 else 0.0
+    p99 = stats.produce_latency.quantile(0.99)
+    latency = f", p99 produce {p99 * 1000:.0f}ms" if p99 is not None and p99 != float("inf") else ""
+    return (
+        f"ingest: {rate:.0f} events/s; subscriptions {counts[SubscriptionState.OPEN]} open, "
+        f"{counts[SubscriptionState.BACKOFF] + counts[SubscriptionState.CONNECTING]} "
+        f"reconnecting, {counts[SubscriptionState.AUTH_FAILED]} auth-failed; "
+        f"{stats.produced} produced, {stats.invalid_frames} invalid; "
+        f"Kafka {stats.mode}, spool {stats.spool_depth}{latency}"
+    )
+
+
+class IngestService:
+    """All subscriptions of one configuration, feeding one pipeline."""
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        stats: IngestStats | None = None,
+        output: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = stats or IngestStats()
+        self._output = output
+        self._ids = UlidGenerator()
+        self._spool: Spool | None = None
+        self.pipeline: EventPipeline | None = None
+        self.subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._summary_task: asyncio.Task[None] | None = None
+        self._count_frames_task: asyncio.Task[None] | None = None
+
+    async def start(self, kafka_timeout: float = 10.0) -> None:
+        config = self.config
+        self._spool = Spool(config.spool.path, config.spool.max_bytes)
+        if self._spool.depth:
+            log.info(
+                "spool %s holds %d events from a previous run; they are sent first",
+                config.spool.path,
+                self._spool.depth,
+            )
+        self.pipeline = EventPipeline(
+            config.kafka,
+            config.topics(),
+            self._spool,
+            self.stats,
+            spool_warn_ratio=config.spool.warn_ratio,
+        )
+        reached = await self.pipeline.start(connect_timeout=kafka_timeout)
+        if self._output is not None:
+            self._output(status_line(config, reached, self.stats.spool_depth))
+        locks: dict[str, asyncio.Lock] = {}
+        options = subscription_options(config)
+        loop = asyncio.get_running_loop()
+        for instance, event in config.subscriptions():
+            subscriber = Subscriber(
+                instance.name, event, config.gateway_host, config.kafka.topic_prefix
+            )
+            sub = Subscription(
+                subscriber,
+                subscription_url(config.gateway_url, event, instance.token.reveal()),
+                self.pipeline.accept,
+                self.stats.subscription(instance.name, event),
+                handshake_lock=locks.setdefault(instance.name, asyncio.Lock()),
+                policy=config.reconnect,
+                ids=self._ids,
+                **options,
+            )
+            self.subscriptions.append(sub)
+            self._tasks.append(loop.create_task(sub.run(), name=f"subscription {sub.name}"))
+        self._count_frames_task = loop.create_task(self._count_frames())
+        if self._output is not None:
+            self._summary_task = loop.create_task(self._summaries())
+
+    async def _count_frames(self) -> None:
+        # The totals are sums over subscriptions; keep them current for readers.
+        while True:
+            await asyncio.sleep(0.2)
+            self._sync_totals()
+
+    def _sync_totals(self) -> None:
+        subs = self.stats.subscriptions.values()
+        self.stats.received = sum(s.frames for s in subs)
+        self.stats.invalid_frames = sum(s.invalid_frames for s in subs)
+
+    async def _summaries(self) -> None:
+        interval = self.config.summary_interval
+        before = self.stats.received
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            self._sync_totals()
+            if self._output is not None:
+                self._output(summary_line(self.stats, before, now - last))
+            before, last = self.stats.received, now
+
+    async def stop(self) -> None:
+        """Stop reading, flush to Kafka, spool what is still in flight."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for extra in (self._summary_task, self._count_frames_task):
+            if extra is not None:
+                extra.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await extra
+        self._sync_totals()
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        log.info(
+            "ingest stopped: %d received, %d produced, %d in the spool",
+            self.stats.received,
+            self.stats.produced,
+            self.stats.spool_depth,
+        )
