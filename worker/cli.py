@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.devkafka.cli",
     "worker.console.cli",
     "worker.ingest.cli",
+    "worker.process.cli",
 )
 
 

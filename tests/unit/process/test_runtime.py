@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.unit.process.standin import StandInEngine, envelope, write_rules
+from worker.process.reload import ReloadOutcome, RulesWatcher
+from worker.process.runtime import EventProcessor
+
+NOW = datetime(2026, 11, 25, 20, 41, 7, tzinfo=UTC)
+OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
+REPLY = {"id": "auto-reply", "on": "messages.upsert", "throttle_s": 600}
+DOWN = {"id": "down", "on": "connection.update", "for_s": 120}
+
+
+def processor_for(
+    tmp_path: Path, *rules: dict[str, Any], fail_on: str | None = None
+) -> EventProcessor:
+    write_rules(tmp_path, *rules)
+    engine = StandInEngine(fail_on=fail_on)
+    return EventProcessor(RulesWatcher.start(tmp_path, engine), engine, dedupe_ttl_s=3600)
+
+
+def raw(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def contact_text(id: str, key_id: str = "3A6B1C2D3E4F5A6B7C8D") -> bytes:
+    data = {
+        "keyId": key_id,
+        "keyFromMe": False,
+        "keyRemoteJid": "5511@s.whatsapp.net",
+        "content": {"text": "Oi"},
+        "info": {"type": "notify"},
+    }
+    return raw(envelope("messages.upsert", data, id=id))
+
+
+def our_echoes() -> list[bytes]:
+    """What the gateway sends back for one text we sent: send.message + two messages.upsert."""
+    sent = {
+        "keyId": OUR_ID,
+        "keyFromMe": True,
+        "keyRemoteJid": "5511@s.whatsapp.net",
+        "content": {"text": "Olá"},
+        "externalAttributes": {"zapflow": {"rule": "auto-reply"}},
+    }
+    append = {k: v for k, v in sent.items() if k != "externalAttributes"} | {
+        "info": {"type": "append"}
+    }
+    return [
+        raw(envelope("send.message", sent, id="01JECHO1")),
+        raw(envelope("messages.upsert", sent, id="01JECHO2")),
+        raw(envelope("messages.upsert", append, id="01JECHO3")),
+    ]
+
+
+def test_contact_text_yields_an_action_and_state_with_its_partition(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    state: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    actions = processor.process(contact_text("01JA"), 3, state, seen, NOW)
+    assert [a.idempotency_key for a in actions] == ["auto-reply:01JA:0:-:fire"]
+    assert state == {"auto-reply|shop-bot": [3, NOW.timestamp()]}
+    assert seen == {"shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D": [3, NOW.timestamp(), "01JA"]}
+
+
+def test_echoes_of_our_own_reply_are_never_evaluated(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY, {"id": "sent", "on": "send.message"})
+    state: dict[str, Any] = {}
+    for echo in our_echoes():
+        assert processor.process(echo, 0, state, {}, NOW) == ()
+    assert processor.counters.echoes == 3
+    assert state == {}
+
+
+def test_same_gateway_message_in_a_second_envelope_is_evaluated_once(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, {"id": "every", "on": "messages.upsert"})
+    state: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    assert len(processor.process(contact_text("01JA"), 0, state, seen, NOW)) == 1
+    assert processor.process(contact_text("01JB"), 0, state, seen, NOW) == ()
+    assert processor.counters.duplicates == 1
+    assert len(processor.process(contact_text("01JC", key_id="OTHER"), 0, state, seen, NOW)) == 1
+
+
+def test_kafka_redelivery_of_the_same_envelope_is_evaluated_again(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, {"id": "every", "on": "messages.upsert"})
+    seen: dict[str, Any] = {}
+    first = processor.process(contact_text("01JA"), 0, {}, seen, NOW)
+    again = processor.process(contact_text("01JA"), 0, {}, seen, NOW)
+    assert [a.idempotency_key for a in again] == [a.idempotency_key for a in first]
+
+
+def test_events_no_rule_listens_to_are_skipped(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    assert processor.process(raw(envelope("presence.update", {"id": "x"})), 0, {}, {}, NOW) == ()
+    assert processor.counters.no_rule == 1
+
+
+def test_per_event_errors_are_counted_and_logged_with_the_event_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    processor = processor_for(tmp_path, REPLY, fail_on="01JBAD")
+    with caplog.at_level(logging.ERROR, logger="zapflow.process"):
+        assert processor.process(contact_text("01JBAD"), 4, {}, {}, NOW) == ()
+        assert processor.process(b"{not json", 4, {}, {}, NOW) == ()
+    assert processor.counters.errors == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "event 01JBAD (partition 4) not evaluated",
+        "event b'{not json' (partition 4) not evaluated",
+    ]
+    assert len(processor.process(contact_text("01JOK"), 4, {}, {}, NOW)) == 1
+
+
+def test_tick_fires_due_deadlines_of_its_partition_only(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, DOWN)
+    state: dict[str, Any] = {}
+    processor.process(
+        raw(envelope("connection.update", {"state": "close"}, id="01JD")), 1, state, {}, NOW
+    )
+    processor.process(
+        raw(envelope("connection.update", {"state": "close"}, id="01JE", instance="b")),
+        2,
+        state,
+        {},
+        NOW,
+    )
+    assert not processor.tick(1, state, {}, NOW + timedelta(seconds=60))
+    fired = processor.tick(1, state, {}, NOW + timedelta(seconds=120))
+    assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
+    assert list(state) == ["down|b"]
+    assert processor.counters.timer_actions == 1
+
+
+def test_tick_forgets_old_message_ids_of_its_partition(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    seen: dict[str, Any] = {
+        "old": [0, NOW.timestamp() - 4000, "e"],
+        "new": [0, NOW.timestamp(), "e"],
+        "other": [1, NOW.timestamp() - 4000, "e"],
+    }
+    processor.tick(0, {}, seen, NOW)
+    assert sorted(seen) == ["new", "other"]
+
+
+def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    state = {"auto-reply|a": [0, 1.0], "auto-reply|b": [1, 1.0], "kept|a": [0, 1.0]}
+    processor.reloaded(ReloadOutcome("swapped", stale=frozenset({"auto-reply"})))
+    processor.tick(0, state, {}, NOW)
+    assert sorted(state) == ["auto-reply|b", "kept|a"]
+    state["auto-reply|a"] = [0, 2.0]  # written by the new rule after the purge
+    processor.tick(0, state, {}, NOW)
+    assert "auto-reply|a" in state
+    processor.tick(1, state, {}, NOW)
+    assert sorted(state) == ["auto-reply|a", "kept|a"]
+    assert processor.counters.reloads == 1

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.process.settings import ProcessSettings, SettingsError, load_settings
+
+
+def test_defaults_without_a_config_file() -> None:
+    assert load_settings(None, environ={}) == ProcessSettings()
+
+
+def test_sections_are_read_and_other_keys_ignored(tmp_path: Path) -> None:
+    config = tmp_path / "zapflow.yaml"
+    config.write_text(
+        "kafka: {bootstrap_servers: 'h:1', partitions: 3, producer: {linger_ms: 5}}\n"
+        "process: {app_id: p, store: 'memory://', dedupe_ttl_s: 60, data_dir: d,\n"
+        "          faust: {broker_session_timeout: 10}}\n"
+        "ingest: {whatever: 1}\n"
+    )
+    settings = load_settings(config, environ={})
+    assert settings.bootstrap_servers == "h:1"
+    assert settings.partitions == 3
+    assert settings.app_id == "p"
+    assert settings.dedupe_ttl_s == 60.0
+    assert settings.data_dir == Path("d")
+    assert settings.faust == {"broker_session_timeout": 10}
+
+
+def test_bootstrap_servers_from_the_environment_win(tmp_path: Path) -> None:
+    config = tmp_path / "zapflow.yaml"
+    config.write_text("kafka: {bootstrap_servers: 'h:1'}\n")
+    assert (
+        load_settings(config, environ={"KAFKA_BOOTSTRAP_SERVERS": "e:2"}).bootstrap_servers == "e:2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "kafka: {partitions: eight}\n",
+            "{path}: kafka.partitions: expected int, found str 'eight'",
+        ),
+        (
+            "process: {dedupe_ttl_s: true}\n",
+            "{path}: process.dedupe_ttl_s: expected float, found bool True",
+        ),
+        ("process: [1]\n", "{path}: process: expected a mapping, found list"),
+        ("- 1\n", "{path}: expected a mapping at the top, found list"),
+    ],
+)
+def test_wrong_values_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "zapflow.yaml"
+    config.write_text(text)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(config, environ={})
+    assert str(raised.value) == message.format(path=config)
+
+
+def test_missing_config_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(tmp_path / "nope.yaml", environ={})
+    assert (
+        str(raised.value)
+        == f"{tmp_path}/nope.yaml: cannot read the config file: No such file or directory"
+    )

@@ -1,0 +1,154 @@
+"""The Faust app of the processing stage: two agents, two tables, a tick and a reload loop.
+
+- ``evaluate_events`` reads the event topics the rules listen to and emits action records;
+- ``fire_timers`` reads one tick per partition per second from the ``<app id>-ticks`` topic,
+  so due ``for`` / ``resolve_when`` deadlines fire with no new event, from inside an event of
+  the right partition (a Faust table can only be written from inside a stream, and its
+  RocksDB store writes to the partition of the current event);
+- ``rule-state`` holds the engine's state, ``seen-messages`` the recently delivered gateway
+  message ids; both are backed by compacted changelog topics and co-partitioned with the
+  event topics, whose keys (``instance:chat``, ``instance:group``, ``instance``) are what the
+  shipped rules key their state by, so no repartition is needed (see :mod:`worker.process.keys`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from worker.events import actions_topic, event_topic
+from worker.process.engine import ActionRecordLike, RulesEngine
+from worker.process.reload import RulesWatcher
+from worker.process.runtime import EventProcessor
+from worker.process.settings import ProcessSettings
+
+log = logging.getLogger("zapflow.process")
+
+
+def tick_topic_name(app_id: str) -> str:
+    """The worker's own topic of timer ticks, one partition per state partition."""
+    return f"{app_id}-ticks"
+
+
+def faust_settings(settings: ProcessSettings) -> dict[str, Any]:
+    """The ``faust.App`` keyword arguments for these settings."""
+    brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
+    return {
+        "broker": brokers,
+        "store": settings.store,
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_disable_leader": True,
+        "web_enabled": False,
+        "consumer_auto_offset_reset": "earliest",
+        **settings.faust,
+    }
+
+
+@dataclass(frozen=True)
+class ProcessApp:
+    """The app and its parts, for the worker command and for tests."""
+
+    app: faust.App
+    processor: EventProcessor
+    #: The events whose topics are consumed.
+    subscribed: tuple[str, ...]
+    evaluate_events: Any
+    fire_timers: Any
+    state: Any
+    seen: Any
+    actions: Any
+    ticks: Any
+
+
+def build_app(
+    settings: ProcessSettings,
+    watcher: RulesWatcher,
+    engine: RulesEngine,
+    *,
+    events: Sequence[str] | None = None,
+) -> ProcessApp:
+    """Build the app for the bundle in force; ``events`` overrides the subscribed events.
+
+    The events consumed are fixed for the life of the worker: a reloaded bundle that listens
+    to an event this worker does not consume is accepted, and a warning says to restart.
+    """
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
+    subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
+    partitions = settings.partitions
+
+    state = app.Table("rule-state", partitions=partitions)
+    seen = app.Table("seen-messages", partitions=partitions)
+    source = app.topic(
+        *(event_topic(name, settings.topic_prefix) for name in subscribed),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    ticks = app.topic(
+        tick_topic_name(settings.app_id),
+        partitions=partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    actions = app.topic(
+        actions_topic(settings.topic_prefix), key_serializer="raw", value_serializer="raw"
+    )
+
+    async def emit(records: Sequence[ActionRecordLike]) -> None:
+        for record in records:
+            await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+
+    @app.agent(source, name="evaluate-events")
+    async def evaluate_events(stream: Any) -> None:
+        async for event in stream.events():
+            now = datetime.now(UTC)
+            await emit(processor.process(event.value, event.message.partition, state, seen, now))
+
+    @app.agent(ticks, name="fire-timers")
+    async def fire_timers(stream: Any) -> None:
+        async for event in stream.events():
+            await emit(processor.tick(event.message.partition, state, seen, datetime.now(UTC)))
+
+    async def send_ticks() -> None:
+        name = ticks.get_topic_name()
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == name:
+                await ticks.send(value=b"", partition=tp.partition)
+
+    async def watch_rules() -> None:
+        forced = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, forced.set)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(forced.wait(), settings.reload_interval_s)
+            force = forced.is_set()
+            forced.clear()
+            if force:
+                log.info("SIGHUP: reloading rules from %s", watcher.directory)
+            outcome = await asyncio.to_thread(watcher.check, force)
+            processor.reloaded(outcome)
+            if outcome.status == "swapped":
+                missing = sorted(watcher.current.bundle.events - set(subscribed))
+                if missing:
+                    log.warning(
+                        "rules now listen to %s, which this worker does not consume; "
+                        "restart it to subscribe",
+                        ", ".join(missing),
+                    )
+
+    app.timer(interval=settings.tick_interval_s)(send_ticks)
+    app.task(watch_rules)
+    return ProcessApp(
+        app, processor, subscribed, evaluate_events, fire_timers, state, seen, actions, ticks
+    )

@@ -1,0 +1,71 @@
+"""Starting the processing stage as a Faust worker (what ``zapflow process`` runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import faust
+
+from worker.events import actions_topic, event_topic
+from worker.process.app import build_app
+from worker.process.engine import RulesEngine
+from worker.process.reload import RulesWatcher
+from worker.process.settings import ProcessSettings
+from worker.process.topics import ensure_topics
+
+log = logging.getLogger("zapflow.process")
+
+
+class StartError(Exception):
+    """The stage cannot start: bad rules, or topics it cannot use. One line per problem."""
+
+
+def run_process(
+    settings: ProcessSettings, rules_dir: Path, engine: RulesEngine, loglevel: str = "info"
+) -> int:
+    """Load the rules, create the topics, and run the worker until it is stopped.
+
+    Raises:
+        StartError: the rules do not load, or a topic has the wrong partition count.
+    """
+    try:
+        watcher = RulesWatcher.start(rules_dir, engine)
+    except engine.load_error as exc:
+        raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
+    built = build_app(settings, watcher, engine)
+    topics = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
+    topics.append(actions_topic(settings.topic_prefix))
+
+    # Faust's worker runs on the loop that is current when it starts; create the topics on it.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        created = loop.run_until_complete(
+            ensure_topics(
+                settings.bootstrap_servers,
+                topics,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+            )
+        )
+    except Exception as exc:
+        loop.close()
+        raise StartError(str(exc)) from None
+
+    worker = faust.Worker(built.app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
+    log.info(
+        "process stage: rules version %s, %d events consumed (%s), created topics: %s",
+        watcher.current.bundle.version,
+        len(built.subscribed),
+        ", ".join(built.subscribed),
+        ", ".join(created) or "none",
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        log.info("process stage stopped: %s", built.processor.counters)
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,147 @@
+"""The per-event and per-tick work of the processing stage, free of Faust.
+
+:class:`EventProcessor` takes raw envelope bytes and the two tables (as mutable mappings)
+and returns the action records to produce. The Faust agents only iterate, call it, and emit;
+unit tests call it with plain dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from worker.process.echo import dedupe_key, is_own_echo
+from worker.process.engine import ActionRecordLike, RulesEngine
+from worker.process.reload import ReloadOutcome, RulesWatcher
+from worker.process.state import (
+    EngineState,
+    apply_changes,
+    expired_keys,
+    is_duplicate,
+    keys_of_rules,
+    partition_state,
+)
+
+log = logging.getLogger("zapflow.process")
+
+NO_ACTIONS: Sequence[ActionRecordLike] = ()
+
+
+@dataclass
+class ProcessCounters:
+    """What the stage has done since it started (exported as metrics, logged on stop)."""
+
+    events: int = 0
+    evaluated: int = 0
+    no_rule: int = 0
+    echoes: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    actions: int = 0
+    timer_actions: int = 0
+    tick_errors: int = 0
+    reloads: int = 0
+    reload_failures: int = 0
+
+
+@dataclass
+class EventProcessor:
+    """Evaluates envelopes and timers with the bundle in force."""
+
+    watcher: RulesWatcher
+    engine: RulesEngine
+    #: How long a gateway message id is remembered for duplicate detection.
+    dedupe_ttl_s: float = 3600.0
+    counters: ProcessCounters = field(default_factory=ProcessCounters)
+    #: Rules whose state is still to be dropped, and the partitions already cleaned.
+    _purge_rules: frozenset[str] = frozenset()
+    _purged: set[int] = field(default_factory=set)
+
+    def process(
+        self,
+        raw: bytes,
+        partition: int,
+        state: MutableMapping[str, Any],
+        seen: MutableMapping[str, Any],
+        now: datetime,
+    ) -> Sequence[ActionRecordLike]:
+        """Evaluate one envelope; never raises (an exception would ack it silently)."""
+        counters = self.counters
+        counters.events += 1
+        envelope: Any = None
+        try:
+            envelope = orjson.loads(raw)
+            bundle = self.watcher.current.bundle
+            if envelope["event"] not in bundle.events:
+                counters.no_rule += 1
+                return NO_ACTIONS
+            if is_own_echo(envelope.get("data")):
+                counters.echoes += 1
+                return NO_ACTIONS
+            key = dedupe_key(envelope)
+            if key is not None and is_duplicate(
+                seen, key, envelope["id"], partition, now_s=now.timestamp(), ttl_s=self.dedupe_ttl_s
+            ):
+                counters.duplicates += 1
+                return NO_ACTIONS
+            evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
+            apply_changes(state, evaluation.changes, partition)
+            counters.evaluated += 1
+            counters.actions += len(evaluation.actions)
+            return evaluation.actions
+        except Exception:
+            counters.errors += 1
+            log.exception(
+                "event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
+            )
+            return NO_ACTIONS
+
+    def tick(
+        self,
+        partition: int,
+        state: MutableMapping[str, Any],
+        seen: MutableMapping[str, Any],
+        now: datetime,
+    ) -> Sequence[ActionRecordLike]:
+        """Once a second per partition: drop stale state, fire due timers, forget old ids."""
+        try:
+            items = list(state.items())
+            if self._purge_rules and partition not in self._purged:
+                for key in keys_of_rules(items, partition, self._purge_rules):
+                    del state[key]
+                self._purged.add(partition)
+                items = list(state.items())
+            bundle = self.watcher.current.bundle
+            evaluation = self.engine.fire_due(bundle, partition_state(items, partition), now)
+            apply_changes(state, evaluation.changes, partition)
+            now_s = now.timestamp()
+            for key in expired_keys(list(seen.items()), partition, now_s, self.dedupe_ttl_s):
+                del seen[key]
+            self.counters.timer_actions += len(evaluation.actions)
+            return evaluation.actions
+        except Exception:
+            self.counters.tick_errors += 1
+            log.exception("timers of partition %d not evaluated", partition)
+            return NO_ACTIONS
+
+    def reloaded(self, outcome: ReloadOutcome) -> None:
+        """Take note of a reload check: count it, schedule the state of stale rules to go."""
+        if outcome.status == "failed":
+            self.counters.reload_failures += 1
+        elif outcome.status == "swapped":
+            self.counters.reloads += 1
+            if outcome.stale:
+                self._purge_rules = self._purge_rules | outcome.stale
+                self._purged = set()
+
+
+def _event_id(envelope: Any, raw: bytes) -> str:
+    """The envelope id for a log line, or the start of the raw bytes when there is none."""
+    if isinstance(envelope, dict) and isinstance(envelope.get("id"), str):
+        return str(envelope["id"])
+    return repr(raw[:60])

@@ -1,0 +1,103 @@
+"""Rule state and delivery memory as stored in the worker's Faust tables.
+
+Every table value is ``[partition, value]``: the partition of the event that wrote it. The
+state is co-partitioned with the event topics (a key's events all arrive on one partition and
+its changelog record goes to the same partition number), but a Faust table cannot write
+outside the context of an event, and its RocksDB store reads and writes the partition of the
+*current* event. The periodic tick therefore runs as an event on each partition in turn and
+must know which keys belong to that partition: the stored partition number tells it without
+re-deriving the producer's partitioner.
+
+The engine sees the table through :class:`EngineState`, a read-only mapping of the bare
+values, and returns its writes as ``changes``; :func:`apply_changes` puts them in the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+#: Separator between a state key's rule id and its key parts (contracts §3).
+RULE_SEPARATOR = "|"
+
+
+class EngineState(Mapping[str, Any]):
+    """The state table as the engine reads it: values without their partition tag."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: Mapping[str, Any]) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return self._table[key][1]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def apply_changes(
+    table: MutableMapping[str, Any], changes: Mapping[str, Any | None], partition: int
+) -> None:
+    """Write the engine's state changes for an event of ``partition``; ``None`` deletes."""
+    for key, value in changes.items():
+        if value is None:
+            if key in table:
+                del table[key]
+        else:
+            table[key] = [partition, value]
+
+
+def partition_state(items: Iterable[tuple[str, Any]], partition: int) -> dict[str, Any]:
+    """The bare state of one partition, as a plain dict for ``fire_due``."""
+    return {key: stored[1] for key, stored in items if stored[0] == partition}
+
+
+def rule_id_of(state_key: str) -> str:
+    """The rule id a state key belongs to (contracts §3: ``"<rule-id>|<key parts...>"``)."""
+    return state_key.split(RULE_SEPARATOR, 1)[0]
+
+
+def keys_of_rules(
+    items: Iterable[tuple[str, Any]], partition: int, rule_ids: frozenset[str]
+) -> list[str]:
+    """Keys of ``partition`` that belong to the given rules (to drop after a reload)."""
+    if not rule_ids:
+        return []
+    return [key for key, stored in items if stored[0] == partition and rule_id_of(key) in rule_ids]
+
+
+def is_duplicate(
+    seen: MutableMapping[str, Any],
+    key: str,
+    event_id: str,
+    partition: int,
+    *,
+    now_s: float,
+    ttl_s: float,
+) -> bool:
+    """Whether another envelope already delivered this gateway message within ``ttl_s``.
+
+    Remembers the first envelope id that carried the message. The same envelope seen again
+    is a Kafka redelivery (the worker restarted before committing), not a second delivery by
+    the gateway, so it is evaluated again: its actions keep their idempotency keys and the
+    executor performs them once.
+    """
+    entry = seen.get(key)
+    if entry is not None and now_s - entry[1] < ttl_s:
+        return bool(entry[2] != event_id)
+    seen[key] = [partition, now_s, event_id]
+    return False
+
+
+def expired_keys(
+    items: Iterable[tuple[str, Any]], partition: int, now_s: float, ttl_s: float
+) -> list[str]:
+    """Delivery-memory keys of ``partition`` older than ``ttl_s``."""
+    return [key for key, stored in items if stored[0] == partition and now_s - stored[1] >= ttl_s]
