@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.console.cli",
     "worker.ingest.cli",
     "worker.process.cli",
+    "worker.actions.cli",
 )
 
 

@@ -1,0 +1,59 @@
+"""The ``zapflow actions`` command: load the config, create topics, run the Faust worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import yaml
+from faust.worker import Worker
+
+from worker.actions.app import WorkerOptions, build_app
+from worker.actions.settings import SettingsError, settings_from_mapping
+from worker.actions.topics import ensure_topics
+from worker.cli import CommandError
+from worker.events import actions_topic, dlq_topic
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CommandError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"{path}: expected a mapping at the top level")
+    try:
+        settings = settings_from_mapping(data.get("actions") or {})
+    except SettingsError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    kafka = data.get("kafka") or {}
+    worker = data.get("worker") or {}
+    defaults = WorkerOptions()
+    options = WorkerOptions(
+        bootstrap_servers=args.bootstrap_servers
+        or str(kafka.get("bootstrap_servers", defaults.bootstrap_servers)),
+        app_id=str(worker.get("app_id", defaults.app_id)),
+        store=str(worker.get("store", defaults.store)),
+        data_dir=Path(worker.get("data_dir", defaults.data_dir)),
+        web_enabled=bool(worker.get("web_enabled", defaults.web_enabled)),
+        web_port=int(worker.get("web_port", defaults.web_port)),
+        session_timeout_s=float(worker.get("session_timeout_s", defaults.session_timeout_s)),
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    topic = actions_topic(settings.topic_prefix)
+    loop.run_until_complete(
+        ensure_topics(
+            options.bootstrap_servers,
+            [topic, dlq_topic(settings.topic_prefix)],
+            settings.partitions,
+            settings.replication_factor,
+            check=[topic],
+        )
+    )
+    app, _ = build_app(settings, options)
+    Worker(app, loglevel=args.log_level, loop=loop).execute_from_commandline()
