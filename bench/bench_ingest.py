@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +28,8 @@ from bench.harness import (
     create_topics,
     fmt,
     fmt_int,
+    profile,
+    profile_note,
     python_argv,
 )
 from bench.parts import SimProcess, ingest_config, start_ingest, unique_prefix
@@ -45,6 +48,7 @@ class Row:
     cpu_cores: float
     sim_cores: float
     note: str = ""
+    profile: Path | None = None
 
 
 async def measure_ingest(
@@ -67,9 +71,11 @@ async def measure_ingest(
             await sim.command(op="flood", duration=WARMUP + window + 1.0, min_size=SIZE)
             await asyncio.sleep(WARMUP)
             count0, use0, sim0 = await offsets.end_total([topic]), ingest.usage(), sim.child.usage()
+            spy = asyncio.ensure_future(profile(ingest, window, f"ingest-{subscriptions}-{label}"))
             await asyncio.sleep(window)
             count1, use1, sim1 = await offsets.end_total([topic]), ingest.usage(), sim.child.usage()
             flood = await sim.command(op="wait")
+            profiled = await spy
         if not ingest.alive():
             raise BenchError(f"ingest exited during the run\n{ingest.log_tail()}")
         events = count1 - count0
@@ -83,6 +89,7 @@ async def measure_ingest(
             cpu_share(use0, use1),
             cpu_share(sim0, sim1),
             note,
+            profiled,
         )
     finally:
         if ingest is not None:
@@ -235,6 +242,8 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
             for r in rows
         ],
     )
+    for r in rows:
+        profile_note(report, f"{r.label}, {r.subscriptions} subscriptions", r.profile)
     report.note(
         f"Window {window:g} s after a {WARMUP:g} s warm-up; events/s = growth of the topic's end "
         "offsets over the window; CPU µs/event = ingest's user+system CPU time over the same "

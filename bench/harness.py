@@ -374,6 +374,17 @@ async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) 
         await admin.close()
 
 
+async def list_topics(bootstrap: str) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 class OffsetReader:
     """Reads how many records topics hold (end offsets) and a group has committed."""
 
@@ -425,3 +436,89 @@ class OffsetReader:
                 if tp.topic in wanted and meta.offset > 0
             )
         )
+
+
+# --------------------------------------------------------------------------- profiling
+def profiler() -> str | None:
+    """The py-spy executable named by ``BENCH_PYSPY`` (profiling is off without it)."""
+    path = os.environ.get("BENCH_PYSPY")
+    return path if path and Path(path).exists() else None
+
+
+async def profile(child: Child, seconds: float, name: str) -> Path | None:
+    """Sample ``child`` with py-spy for ``seconds`` into ``results/profiles/<name>.txt``
+    (collapsed stacks) when ``BENCH_PYSPY`` is set; returns the file, or None."""
+    spy = profiler()
+    if spy is None:
+        return None
+    out = RESULTS_DIR / "profiles" / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        spy,
+        "record",
+        "--pid",
+        str(child.pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await proc.wait()
+    return out if out.exists() else None
+
+
+#: Frames every stack passes through (event loop, start-up); left out of inclusive shares.
+_GENERIC_FRAMES = ("/asyncio/", "runpy.py", "threading.py", "<module>", "cli.py", "main (")
+
+
+def top_frames(
+    collapsed: Path, count: int = 15
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(self, inclusive) shares of the busiest functions in a py-spy collapsed-stack file."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        samples = int(n)
+        total += samples
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+        for frame in set(frames):
+            if not any(skip in frame for skip in _GENERIC_FRAMES):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+    if not total:
+        return [], []
+
+    def top(table: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:count]
+        return [(frame, n / total) for frame, n in ranked]
+
+    return top(own), top(inclusive)
+
+
+def profile_note(report: Report, title: str, path: Path | None, count: int = 12) -> None:
+    """Add the busiest functions of one profile to ``report``."""
+    if path is None:
+        return
+    own, inclusive = top_frames(path, count)
+    rel = path.relative_to(RESULTS_DIR.parent.parent)
+    report.table(
+        f"Profile: {title} (py-spy, {rel})",
+        ("self %", "function (self time)", "incl. %", "function (inclusive)"),
+        [
+            (f"{o[1] * 100:.1f}", f"`{o[0]}`", f"{i[1] * 100:.1f}", f"`{i[0]}`")
+            for o, i in zip(own, inclusive, strict=False)
+        ],
+    )
