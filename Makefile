@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench lock clean kafka-jars
+.PHONY: run test lint typecheck unit integration bench lock clean kafka-jars tools
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zapflow needs Python 3.11 or newer (found %s); install it and run make again" % sys.version.split()[0])'
@@ -27,7 +27,15 @@ typecheck: $(STAMP)
 kafka-jars: $(STAMP)
 	$(BIN)/zapflow kafka fetch
 
-test: lint typecheck kafka-jars
+# The linter of `promtool check metrics`, built from tools/promlint (needs Go); a test runs it
+# on the worker's /metrics.
+$(BIN)/promlint: tools/promlint/main.go tools/promlint/go.mod tools/promlint/go.sum $(STAMP)
+	@command -v go >/dev/null || { echo "Go is needed to build tools/promlint (the metrics linter): install Go 1.23+"; exit 1; }
+	cd tools/promlint && go build -o ../../$(BIN)/promlint .
+
+tools: $(BIN)/promlint
+
+test: lint typecheck kafka-jars tools
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage combine --quiet || true

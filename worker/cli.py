@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.ingest.cli",
     "worker.process.cli",
     "worker.actions.cli",
+    "worker.simulator.cli",
 )
 
 

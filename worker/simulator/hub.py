@@ -36,6 +36,17 @@ class Transport(Protocol):
     def abort(self) -> None: ...
 
 
+class Session(Protocol):
+    """The WebSocket session over a transport; ``closed`` once a close frame went out.
+
+    Upstream's ``ws`` drops sends on a CLOSING socket; writing a frame after our own close
+    frame would also break the protocol, so the hub checks this before every write.
+    """
+
+    @property
+    def closed(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Counters:
     """What happened to the events emitted for some set of keys."""
@@ -70,13 +81,21 @@ class _Count:
 class Subscriber:
     """One accepted socket: where its frames go and what it subscribed to."""
 
-    __slots__ = ("closed", "event", "id", "instance", "transport")
+    __slots__ = ("closed", "event", "id", "instance", "session", "transport")
 
-    def __init__(self, ident: int, instance: str, event: str, transport: Transport) -> None:
+    def __init__(
+        self,
+        ident: int,
+        instance: str,
+        event: str,
+        transport: Transport,
+        session: Session | None = None,
+    ) -> None:
         self.id = ident
         self.instance = instance
         self.event = event
         self.transport = transport
+        self.session = session
         self.closed = False
 
     def abort(self) -> None:
@@ -86,7 +105,11 @@ class Subscriber:
 
     @property
     def is_open(self) -> bool:
-        return not self.closed and not self.transport.is_closing()
+        return not (
+            self.closed
+            or self.transport.is_closing()
+            or (self.session is not None and self.session.closed)
+        )
 
 
 class Hub:
@@ -98,9 +121,11 @@ class Hub:
         self._counts: dict[Key, _Count] = {}
         self._ids = itertools.count(1)
 
-    def subscribe(self, instance: str, event: str, transport: Transport) -> Subscriber:
+    def subscribe(
+        self, instance: str, event: str, transport: Transport, session: Session | None = None
+    ) -> Subscriber:
         """Register a new socket as the key's live subscriber (``hub.set``: newest wins)."""
-        sub = Subscriber(next(self._ids), instance, event, transport)
+        sub = Subscriber(next(self._ids), instance, event, transport, session)
         key = (instance, event)
         self._live[key] = sub
         subs = self._all.setdefault(key, [])
@@ -128,7 +153,12 @@ class Hub:
             count.dropped += 1
             return False
         transport = sub.transport
-        if transport.is_closing() or transport.get_write_buffer_size() > MAX_BACKLOG_BYTES:
+        session = sub.session
+        if (
+            transport.is_closing()
+            or (session is not None and session.closed)
+            or transport.get_write_buffer_size() > MAX_BACKLOG_BYTES
+        ):
             count.dropped += 1
             return False
         transport.write(frame)

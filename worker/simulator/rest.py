@@ -60,7 +60,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _masked(headers: Any) -> dict[str, str]:
     out = {}
     for name, value in headers.items():
-        out[name] = "***" if name.lower() in ("authorization", "apikey") else value
+        out[str(name)] = "***" if name.lower() in ("authorization", "apikey") else str(value)
     return out
 
 
@@ -115,7 +115,7 @@ def _guard(sim: Simulator, request: web.Request) -> Reply | None:
             return UNAUTHORIZED
         if claims.get("instanceName") != name or claims.get("apiName") != tokens.API_NAME:
             return UNAUTHORIZED
-    if name not in {i.name for i in sim.instances}:
+    if not sim.has_instance(name):
         return error(400, f'The "{name}" instance does not exist or is not connected')
     return None
 

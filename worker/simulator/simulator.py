@@ -22,11 +22,11 @@ from aiohttp import web
 
 from worker.events import SENT_EVENTS
 from worker.simulator import frames, ids, tokens
-from worker.simulator.hub import Counters, Hub, SocketInfo
+from worker.simulator.hub import Counters, Hub, SocketInfo, Subscriber
 from worker.simulator.payloads import ParticipantsStyle, PayloadFactory, iso
 
 _SENT: Final = frozenset(SENT_EVENTS)
-DEFAULT_PORT: Final = 8084
+_CLOSE_GRACE: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -175,10 +175,8 @@ class Simulator:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
         await site.start()
-        server = site._server
-        if self._port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self._port = sockets[0].getsockname()[1]
+        if self._port == 0:
+            self._port = int(runner.addresses[0][1])
         self._runner = runner
 
     async def stop(self) -> None:
@@ -257,6 +255,9 @@ class Simulator:
         except KeyError:
             known = ", ".join(self._instances) or "none yet"
             raise KeyError(f"unknown instance {name!r} (instances: {known})") from None
+
+    def has_instance(self, name: str) -> bool:
+        return name in self._instances
 
     @property
     def instances(self) -> list[Instance]:
@@ -349,18 +350,24 @@ class Simulator:
     ) -> int:
         """Close every open socket (or those of one instance / event) with a close frame.
 
-        Returns how many were closed. Starved sockets are closed too.
+        Returns how many were closed. Starved sockets are closed too. A client that does
+        not answer the close frame within ``_CLOSE_GRACE`` seconds has its connection
+        dropped.
         """
-        closing = []
-        for sub in self.hub.subscribers(instance, event):
+        subs = self.hub.subscribers(instance, event)
+        closing: dict[asyncio.Future[Any], Subscriber] = {}
+        for sub in subs:
             ws = self.websockets.get(sub.id)
-            if ws is not None:
-                closing.append(ws.close(code=code, message=b"simulated close"))
-            else:
+            if ws is None:
                 sub.abort()
+                continue
+            closing[asyncio.ensure_future(ws.close(code=code, message=b"simulated close"))] = sub
         if closing:
-            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 5.0)
-        return len(closing)
+            _, pending = await asyncio.wait(closing, timeout=_CLOSE_GRACE)
+            for future in pending:
+                future.cancel()
+                closing[future].abort()
+        return len(subs)
 
     def refuse_handshakes(self, n: int) -> None:
         """Answer the next ``n`` socket handshakes with the bare 401, whatever they carry."""

@@ -11,6 +11,7 @@ is right, and it never accepts the global apikey. Accepted sockets are never pin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -21,6 +22,8 @@ from worker.simulator import tokens
 
 if TYPE_CHECKING:
     from worker.simulator.simulator import Simulator
+
+log = logging.getLogger(__name__)
 
 SOCKET_PATH: Final = "/ws/events"
 RAW_401: Final = b"HTTP/1.1 401 Unauthorized\r\n\r\n"
@@ -103,6 +106,7 @@ def is_upgrade(request: web.Request) -> bool:
 async def handle_upgrade(sim: Simulator, request: web.Request) -> web.StreamResponse:
     """Refuse or accept one upgrade request; for an accepted one, run until it closes."""
     if sim.faults.take_refusal():
+        log.info("socket handshake refused on purpose (refuse_handshakes fault)")
         return RawUnauthorized()
     verdict = check_handshake(
         request.path,
@@ -113,6 +117,8 @@ async def handle_upgrade(sim: Simulator, request: web.Request) -> web.StreamResp
         ignore_expiration=sim.ignore_expiration,
     )
     if isinstance(verdict, Refusal):
+        # The reason is for whoever runs the simulator; upstream tells the client nothing.
+        log.info("socket handshake refused with 401: %s", verdict.reason)
         return RawUnauthorized()
     # Upstream's ws server runs with permessage-deflate off and never pings.
     ws = web.WebSocketResponse(
@@ -122,7 +128,11 @@ async def handle_upgrade(sim: Simulator, request: web.Request) -> web.StreamResp
     await ws.prepare(request)
     if transport is None:  # the client vanished during the handshake
         return ws
-    sub = sim.hub.subscribe(verdict.instance, verdict.event, transport)
+    replaced = sim.hub.live(verdict.instance, verdict.event)
+    sub = sim.hub.subscribe(verdict.instance, verdict.event, transport, ws)
+    log.info("socket %d subscribed to %s %s", sub.id, verdict.instance, verdict.event)
+    if replaced is not None:
+        log.info("socket %d replaced by socket %d; it stays open and starves", replaced.id, sub.id)
     sim.websockets[sub.id] = ws
     try:
         async for msg in ws:
@@ -131,6 +141,7 @@ async def handle_upgrade(sim: Simulator, request: web.Request) -> web.StreamResp
             # Text, binary and pong frames from the client are ignored, as upstream has
             # no 'message' listener.
     finally:
+        log.info("socket %d (%s %s) closed", sub.id, sub.instance, sub.event)
         sim.hub.closed(sub)
         sim.websockets.pop(sub.id, None)
     return ws

@@ -102,17 +102,29 @@ class Profile:
         return min(limits) if limits else None
 
 
-def _padded(payload: Any, min_size: int) -> Any:
+def _padded(payload: Any, min_size: int) -> Any | None:
+    """``payload`` with its text (or caption) lengthened to reach ``min_size`` bytes, or
+    None when it has neither to lengthen."""
     from worker.simulator.frames import json_frame
 
-    content = payload.get("content") if isinstance(payload, dict) else None
-    if not min_size or not isinstance(content, dict) or not isinstance(content.get("text"), str):
-        return payload
     missing = min_size - len(json_frame(payload))
     if missing <= 0:
         return payload
-    filler = (" Lorem ipsum dolor sit amet." * (missing // 28 + 1))[:missing]
-    return {**payload, "content": {**content, "text": content["text"] + filler}}
+    content = payload.get("content") if isinstance(payload, dict) else None
+    for name in ("text", "caption"):
+        if isinstance(content, dict) and isinstance(content.get(name), str):
+            filler = (" Lorem ipsum dolor sit amet." * (missing // 28 + 1))[:missing]
+            return {**payload, "content": {**content, name: content[name] + filler}}
+    return None
+
+
+def _generate(sim: Simulator, instance: str, event: str, min_size: int) -> Any:
+    for _ in range(50):
+        payload = sim.generate(instance, event)
+        padded = _padded(payload, min_size) if min_size else payload
+        if padded is not None:
+            return padded
+    return payload  # this event has nothing to pad (e.g. presence.update)
 
 
 def build_schedule(sim: Simulator, profile: Profile) -> list[tuple[str, str, FrameTemplate]]:
@@ -125,7 +137,7 @@ def build_schedule(sim: Simulator, profile: Profile) -> list[tuple[str, str, Fra
     for _ in range(length):
         instance = rng.choice(profile.instances)
         event = rng.choices(events, weights)[0]
-        payload = _padded(sim.generate(instance, event), profile.min_size)
+        payload = _generate(sim, instance, event, profile.min_size)
         if event in ("messages.upsert", "send.message") and isinstance(payload, dict):
             payload = {**payload, "device": "web"}  # the template's ids look like web ids
         schedule.append((instance, event, make_template(event, payload)))

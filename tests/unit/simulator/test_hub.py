@@ -51,3 +51,17 @@ def test_counters_sum_over_matching_keys() -> None:
     assert hub.counters(event="x") == Counters(3, 2, 1)
     assert hub.counters("b", "x") == Counters(1, 0, 1)
     assert hub.counters("c") == Counters(0, 0, 0)
+
+
+class FakeSession:
+    closed = False
+
+
+def test_nothing_is_written_once_the_close_handshake_began() -> None:
+    hub = Hub()
+    transport, session = FakeTransport(), FakeSession()
+    hub.subscribe("i", "e", transport, session)
+    session.closed = True
+    assert hub.deliver("i", "e", b"f") is False
+    assert transport.frames == []
+    assert hub.sockets("i", "e") == SocketInfo(open=0, live_id=None)
