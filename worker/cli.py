@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.process.cli",
     "worker.actions.cli",
     "worker.simulator.cli",
+    "worker.rules.cli",
 )
 
 
