@@ -158,6 +158,7 @@ class EventPipeline:
         self._spool_warned = False
         self._spool_full = False
         self._spool_warn_ratio = spool_warn_ratio
+        self._producer_broken = False
         self.kafka_ready = asyncio.Event()
         stats.mode = SPOOLING
         self._sync_spool_stats()
@@ -322,6 +323,18 @@ class EventPipeline:
         self.kafka_ready.set()
         log.info("connected to Kafka at %s", self._config.bootstrap_servers)
 
+    async def _discard_producer(self) -> None:
+        """Replace a producer that has seen a failed send, once nothing is in flight.
+
+        After expired or failed batches, aiokafka's idempotent producer keeps sequence
+        numbers the broker never saw and answers every later send with
+        OutOfOrderSequenceNumber; a new producer gets a new producer id and starts over.
+        """
+        producer, self._producer = self._producer, None
+        self._producer_broken = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5.0)
+
     async def _send(self, record: KafkaRecord) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self._producer.send(
             record.topic, record.value, key=record.key, headers=list(record.headers)
@@ -343,6 +356,7 @@ class EventPipeline:
                 except Exception as exc:
                     self._inflight.pop(seq, None)
                     self._stats.produce_errors += 1
+                    self._producer_broken = True
                     self._spool_buffer.append((seq, record))
                     self._enter_spooling(f"send failed: {type(exc).__name__}: {exc}")
                     continue
@@ -356,6 +370,7 @@ class EventPipeline:
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled() or exc is not None:
             self._stats.produce_errors += 1
+            self._producer_broken = True
             self._spool_buffer.append((seq, record))
             self._enter_spooling(f"delivery failed: {type(exc).__name__}: {exc}")
             return
@@ -382,6 +397,8 @@ class EventPipeline:
                 await self._wake_drainer.wait()
                 self._wake_drainer.clear()
                 continue
+            if self._producer is not None and self._producer_broken and not self._inflight:
+                await self._discard_producer()
             if self._producer is None:
                 try:
                     await self._connect()
@@ -389,7 +406,9 @@ class EventPipeline:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning(
+                    # Once per outage at warning level; the retries after it at debug.
+                    log.log(
+                        logging.WARNING if retry == 0.5 else logging.DEBUG,
                         "cannot reach Kafka at %s (%s: %s); retrying in %.1fs",
                         self._config.bootstrap_servers,
                         type(exc).__name__,
@@ -397,7 +416,7 @@ class EventPipeline:
                         retry,
                     )
                     await asyncio.sleep(retry)
-                    retry = min(retry * 2, 10.0)
+                    retry = min(retry * 2, 5.0)
                     continue
             if self._inflight:
                 await asyncio.sleep(TICK)
@@ -413,7 +432,7 @@ class EventPipeline:
             failed = await self._drain_batch(batch)
             if failed:
                 await asyncio.sleep(retry)
-                retry = min(retry * 2, 10.0)
+                retry = min(retry * 2, 5.0)
             else:
                 retry = 0.5
 
@@ -441,6 +460,7 @@ class EventPipeline:
         self._settle_drained(acked)
         if failure is not None:
             self._stats.produce_errors += 1
+            self._producer_broken = True
             log.warning(
                 "sending spooled events failed (%s: %s); %d left in the spool",
                 type(failure).__name__,

@@ -137,11 +137,16 @@ class IngestService:
 
     async def stop(self) -> None:
         """Stop reading, flush to Kafka, spool what is still in flight."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for sub in self.subscriptions:
+            sub.stop()
+        if self._tasks:
+            # Each subscription reads until the gateway has answered its close frame.
+            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._tasks.clear()
         for extra in (self._summary_task, self._count_frames_task):
             if extra is not None:

@@ -117,6 +117,9 @@ class Subscription:
         self._replacement: ClientConnection | None = None
         self._last_frame_at = 0.0
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Subscription({self.subscriber.instance!r}, {self.subscriber.event!r})"
@@ -127,10 +130,12 @@ class Subscription:
 
     # --- the loop ---------------------------------------------------------------
     async def run(self) -> None:
-        """Connect, read, reconnect; returns only when cancelled."""
+        """Connect, read, reconnect; returns after :meth:`stop` or when cancelled."""
         try:
-            while True:
+            while not self._stopping:
                 ws = await self._connect_until_open()
+                if ws is None:
+                    break
                 await self._read_until_closed(ws)
         finally:
             self.stats.state = SubscriptionState.STOPPED
@@ -138,6 +143,25 @@ class Subscription:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close())
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Stop without losing what the gateway already sent.
+
+        Starts the closing handshake and lets the read loop go on: frames the gateway
+        sent before it saw our close frame are still read and delivered, and ``run``
+        returns once the connection has closed.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for conn in (self._current, self._replacement):
+            if conn is not None:
+                self._closing.add(asyncio.get_running_loop().create_task(conn.close()))
 
     def wake(self) -> None:
         """Skip the current backoff wait (used when the operator asks to retry now)."""
@@ -165,9 +189,9 @@ class Subscription:
                 user_agent_header="zapflow",
             )
 
-    async def _connect_until_open(self) -> ClientConnection:
+    async def _connect_until_open(self) -> ClientConnection | None:
         stats = self.stats
-        while True:
+        while not self._stopping:
             if stats.state != SubscriptionState.AUTH_FAILED:
                 stats.state = SubscriptionState.CONNECTING
             try:
@@ -183,11 +207,15 @@ class Subscription:
             except Exception as exc:
                 await self._connect_failed(exc)
                 continue
+            if self.stopping:  # stop() came during the handshake
+                await ws.close()
+                return None
             if stats.state == SubscriptionState.AUTH_FAILED:
                 log.info("%s: the gateway accepts the token again", self.name)
             stats.state = SubscriptionState.OPEN
             stats.connects += 1
             return ws
+        return None
 
     async def _auth_failed(self) -> None:
         stats = self.stats
@@ -198,7 +226,7 @@ class Subscription:
             # an unknown event and a wrong path look the same.
             log.error(
                 "%s: the gateway refused the token (HTTP 401); check the instance's token "
-                "(or refresh it with PUT /instance/refreshToken); retrying every %.0fs",
+                "(or refresh it with PUT /instance/refreshToken); retrying every %.1fs",
                 self.name,
                 self._policy.max_delay,
             )
@@ -230,6 +258,7 @@ class Subscription:
         watchdog: asyncio.Task[None] | None = None
         if self._silence > 0:
             watchdog = asyncio.get_running_loop().create_task(self._watch_silence())
+        self._watchdog = watchdog
         closed_by: ConnectionClosed | None = None
         try:
             while True:
@@ -247,6 +276,9 @@ class Subscription:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog
         self._current = None
+        self._watchdog = None
+        if self.stopping:
+            return
         uptime = time.monotonic() - opened_at
         self._backoff = self._backoff.after_connection(uptime, self._policy)
         delay = self._policy.delay(self._backoff.failures, self._rng())
