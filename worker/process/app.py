@@ -127,6 +127,12 @@ def build_app(
                 await ticks.send(value=b"", partition=tp.partition)
 
     async def watch_rules() -> None:
+        log.info(
+            "rules version %s from %s; consuming %s",
+            watcher.current.bundle.version,
+            watcher.directory,
+            ", ".join(event_topic(name, settings.topic_prefix) for name in subscribed),
+        )
         forced = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, forced.set)
         while True:

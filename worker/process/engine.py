@@ -7,11 +7,17 @@ unit tests can drive it with a small stand-in, and so that what it relies on is 
 from __future__ import annotations
 
 import hashlib
-import importlib
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+import yaml
+
+from worker.process.keys import key_space_problems
+from worker.rules import Diagnostic, RuleBundle, RuleLoadError, evaluate, fire_due, load_bundle
+from worker.rules.loader import rule_files
 
 
 class ActionRecordLike(Protocol):
@@ -71,25 +77,31 @@ class RulesEngine(Protocol):
 
 
 class BundleEngine:
-    """The real engine, :mod:`worker.rules`, behind :class:`RulesEngine`."""
+    """The real engine, :mod:`worker.rules`, behind :class:`RulesEngine`.
+
+    Loading also refuses bundles whose state would not follow the topic keys
+    (:mod:`worker.process.keys`), reported like any other rule error, and records a digest of
+    each rule's YAML so that a reload keeps the state of the rules it did not change.
+    """
+
+    load_error: type[Exception] = RuleLoadError
 
     def __init__(self) -> None:
-        rules = importlib.import_module("worker.rules")
-        self._load = rules.load_bundle
-        self._evaluate = rules.evaluate
-        self._fire_due = rules.fire_due
-        self._load_error: type[Exception] = rules.RuleLoadError
-
-    @property
-    def load_error(self) -> type[Exception]:
-        return self._load_error
+        self._digests: dict[str, dict[str, str]] = {}
 
     def load(self, directory: Path) -> BundleLike:
-        bundle: BundleLike = self._load(directory)
+        bundle = load_bundle(directory)
+        problems = [
+            Diagnostic(rule.file, rule.line, 1, rule.id, message)
+            for rule, message in key_space_problems(bundle.rules)
+        ]
+        if problems:
+            raise RuleLoadError(problems)
+        self._digests = {bundle.version: rule_digests(directory)}
         return bundle
 
     def rule_digests(self, bundle: BundleLike) -> Mapping[str, str]:
-        return rule_digests(bundle)
+        return self._digests.get(bundle.version, {})
 
     def evaluate(
         self,
@@ -98,20 +110,48 @@ class BundleEngine:
         envelope: Mapping[str, Any],
         now: datetime,
     ) -> EvaluationLike:
-        evaluation: EvaluationLike = self._evaluate(bundle, state, envelope, now)
-        return evaluation
+        return evaluate(cast(RuleBundle, bundle), state, envelope, now)
 
     def fire_due(
         self, bundle: BundleLike, state: Mapping[str, Any], now: datetime
     ) -> EvaluationLike:
-        evaluation: EvaluationLike = self._fire_due(bundle, state, now)
-        return evaluation
+        return fire_due(cast(RuleBundle, bundle), state, now)
 
 
-def rule_digests(bundle: Any) -> dict[str, str]:
-    """Rule id -> digest of the rule's definition as the bundle holds it."""
-    digests: dict[str, str] = {}
-    for rule in getattr(bundle, "rules", ()):
-        source = getattr(rule, "source", None) or getattr(rule, "raw", None) or repr(rule)
-        digests[str(rule.id)] = hashlib.sha256(repr(source).encode()).hexdigest()
-    return digests
+def rule_digests(directory: Path) -> dict[str, str]:
+    """Rule id -> digest of the rule's YAML together with the shared parts of every file.
+
+    Conservative: a change to ``vars``, ``channels`` or time intervals (which any rule may
+    use) makes every rule count as changed. Files that do not parse give no digests (the
+    loader has accepted them, so this only happens when a file changes during the reload;
+    the next check loads again).
+    """
+    shared: list[Any] = []
+    rules: list[Mapping[str, Any]] = []
+    for path in rule_files(directory):
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return {}
+        if not isinstance(document, dict):
+            continue
+        shared.append({k: v for k, v in document.items() if k not in ("rules", "version")})
+        rules.extend(r for r in document.get("rules") or () if isinstance(r, dict))
+    common = _canonical(shared)
+    return {
+        str(rule.get("id")): hashlib.sha256(common + b"\0" + _canonical(rule)).hexdigest()
+        for rule in rules
+    }
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(_string_keys(value), sort_keys=True, default=str).encode()
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML 1.1 reads the key ``on`` as ``True``; JSON needs text keys to sort."""
+    if isinstance(value, dict):
+        return {str(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(v) for v in value]
+    return value

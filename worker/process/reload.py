@@ -23,24 +23,26 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 def fingerprint(directory: Path) -> Fingerprint:
-    """(relative path, size, mtime in ns) of every rule file under ``directory``, sorted.
+    """(name, size, mtime in ns) of every rule file directly in ``directory``, sorted.
+
+    Only the top level, as the loader reads it (``rules/tests/`` holds rule tests).
 
     A vanished or unreadable directory yields an empty fingerprint, which loading then
     reports as an error (the old bundle stays).
     """
     entries: list[tuple[str, int, int]] = []
     try:
-        paths = sorted(directory.rglob("*"))
+        paths = sorted(directory.iterdir())
     except OSError:
         return ()
     for path in paths:
-        if path.suffix not in RULE_FILE_SUFFIXES:
+        if path.suffix not in RULE_FILE_SUFFIXES or not path.is_file():
             continue
         try:
             info = path.stat()
         except OSError:
             continue
-        entries.append((path.relative_to(directory).as_posix(), info.st_size, info.st_mtime_ns))
+        entries.append((path.name, info.st_size, info.st_mtime_ns))
     return tuple(entries)
 
 

@@ -54,14 +54,10 @@ def run_process(
         loop.close()
         raise StartError(str(exc)) from None
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(built.app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
-    log.info(
-        "process stage: rules version %s, %d events consumed (%s), created topics: %s",
-        watcher.current.bundle.version,
-        len(built.subscribed),
-        ", ".join(built.subscribed),
-        ", ".join(created) or "none",
-    )
+    if created:
+        print(f"zapflow process: created topics {', '.join(created)}", flush=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as stop:

@@ -19,13 +19,14 @@ def touch_later(path: Path) -> None:
     os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
 
 
-def test_fingerprint_lists_rule_files_with_size_and_mtime(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "x.yml").write_text("a: 1")
+def test_fingerprint_lists_top_level_rule_files_with_size_and_mtime(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.yaml").write_text("a: 1")
+    (tmp_path / "x.yml").write_text("a: 1")
     (tmp_path / "y.yaml").write_text("b: 22")
     (tmp_path / "notes.txt").write_text("ignored")
     names = [(name, size) for name, size, _ in fingerprint(tmp_path)]
-    assert names == [("sub/x.yml", 4), ("y.yaml", 5)]
+    assert names == [("x.yml", 4), ("y.yaml", 5)]
     assert fingerprint(tmp_path / "missing") == ()
 
 
