@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.actions.cli",
     "worker.simulator.cli",
     "worker.rules.cli",
+    "worker.actions.cli",
 )
 
 

@@ -25,6 +25,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that ``zapflow --help`` does not load Faust.
-    from worker.actions.main import run as run_actions  # noqa: PLC0415
+    from worker.actions.main import run as run_actions
 
     return run_actions(args)

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
+import faust
 import orjson
 from faust.streams import _current_event
 
@@ -41,7 +42,7 @@ from worker.actions.ledger import LedgerEntry
 from worker.actions.limits import SendLimiter
 from worker.actions.perform import send_request
 from worker.actions.record import ActionRecord, InvalidActionRecord, dlq_value
-from worker.actions.requests import InvalidParams, OutboundRequest, build_request
+from worker.actions.requests import InvalidParams, OutboundRequest, SendLimitKey, build_request
 from worker.actions.retry import Failure, failure_for_exception
 from worker.actions.secrets import BadSecretReference, SecretNotSet
 from worker.actions.settings import ExecutorSettings
@@ -117,10 +118,7 @@ class Executor:
         self.table = app.Table(
             settings.table_name,
             partitions=settings.partitions,
-            key_type=str,
-            value_type=dict,
-            key_serializer="json",
-            value_serializer="json",
+            schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
         )
         self.limiter = SendLimiter(settings.send_rate_per_instance, settings.send_rate_per_chat)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -210,14 +208,13 @@ class Executor:
                 await self._give_up(key, record.to_dict(), entry, Failure(str(exc), False))
                 return
             if request is not None and request.send_limit is not None:
-                limit = request.send_limit
-                wait = self.limiter.reserve(limit.instance, limit.chat, self._monotonic())
-                if wait > 0:
-                    log.debug("action %s waits %.3fs for the send limit", key, wait)
-                    await asyncio.sleep(wait)
-            entry = ledger.attempt_started(entry, self._wall_clock())
-            await self._write(key, entry)
-            failure = await self._perform(record, request)
+                await self._wait_for_send_limit(key, request.send_limit)
+            async with self._slots(request.destination if request is not None else None):
+                # Counted only once a slot is held: records queued behind a slow endpoint have
+                # not been attempted, and a crash must not use up their attempts.
+                entry = ledger.attempt_started(entry, self._wall_clock())
+                await self._write(key, entry)
+                failure = await self._perform(record, request)
             if failure is None:
                 entry = ledger.completed(entry, self._wall_clock())
                 await self._write(key, entry)
@@ -240,6 +237,16 @@ class Executor:
             entry = ledger.retry_scheduled(entry, failure.error, now + delay, now)
             await self._write(key, entry)
 
+    async def _wait_for_send_limit(self, key: str, limit: SendLimitKey) -> None:
+        wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
+        if wait > 0:
+            log.info("action %s waits %.2fs for the send limit of chat %s", key, wait, limit.chat)
+            await asyncio.sleep(wait)
+        wait = self.limiter.reserve_instance(limit.instance, self._monotonic())
+        if wait > 0:
+            log.info("action %s waits %.2fs for the send limit of %s", key, wait, limit.instance)
+            await asyncio.sleep(wait)
+
     def _request_for(self, record: ActionRecord) -> OutboundRequest | None:
         if record.kind in ("kafka.produce", "log"):
             return None
@@ -251,8 +258,7 @@ class Executor:
         self, record: ActionRecord, request: OutboundRequest | None
     ) -> Failure | None:
         if request is not None:
-            async with self._slots(request.destination):
-                return await send_request(self._http(), request)
+            return await send_request(self._http(), request)
         if record.kind == "log":
             return self._log(record)
         return await self._produce(record)
@@ -349,7 +355,7 @@ class Executor:
         """After table recovery: restart every claimed-not-finished key of our partitions."""
         ours = {
             tp.partition
-            for tp in self.app.assignment.assigned_actives()
+            for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.topic_name
         }
         resumed = 0
@@ -394,9 +400,14 @@ class Executor:
         return self._session
 
     @contextlib.asynccontextmanager
-    async def _slots(self, destination: str) -> AsyncIterator[None]:
+    async def _slots(self, destination: str | None) -> AsyncIterator[None]:
+        """Hold a slot of the global limit and, for HTTP, one of the destination's limit."""
         if self._all_slots is None:
             self._all_slots = asyncio.Semaphore(self.settings.concurrency)
+        if destination is None:
+            async with self._all_slots:
+                yield
+            return
         per_destination = self._destination_slots.get(destination)
         if per_destination is None:
             per_destination = asyncio.Semaphore(self.settings.per_destination_concurrency)

@@ -68,7 +68,10 @@ class TokenBucket:
 
 
 class SendLimiter:
-    """Buckets per instance and per (instance, chat), created on first use."""
+    """Buckets per instance and per (instance, chat), created on first use.
+
+    A send waits for its chat's bucket, then for its instance's bucket.
+    """
 
     def __init__(self, per_instance: Rate | None, per_chat: Rate | None) -> None:
         self.per_instance = per_instance
@@ -76,20 +79,28 @@ class SendLimiter:
         self._instances: dict[str, TokenBucket] = {}
         self._chats: dict[tuple[str, str], TokenBucket] = {}
 
-    def reserve(self, instance: str, chat: str | None, now: float) -> float:
-        """Reserve a send for ``instance`` (and ``chat``, if given) and return the wait in seconds.
+    def reserve_chat(self, instance: str, chat: str | None, now: float) -> float:
+        """Reserve a send in ``chat`` of ``instance``; returns the wait in seconds.
 
-        Both buckets are charged for the same moment: the later of the two availabilities, so a
-        send never consumes an instance token it cannot use yet because of its chat.
+        Callers wait for the chat first and only then call :meth:`reserve_instance`: a
+        reservation moves a bucket's clock to the reserved moment, so charging the instance
+        bucket for a send queued behind a busy chat would hold up every other chat.
         """
-        buckets: list[TokenBucket] = []
-        if self.per_instance is not None:
-            buckets.append(self._bucket(self._instances, instance, self.per_instance, now))
-        if self.per_chat is not None and chat is not None:
-            buckets.append(self._bucket(self._chats, (instance, chat), self.per_chat, now))
-        at = max((b.available_at(now) for b in buckets), default=now)
-        for bucket in buckets:
-            bucket.take(at)
+        if self.per_chat is None or chat is None:
+            return 0.0
+        return self._reserve(self._bucket(self._chats, (instance, chat), self.per_chat, now), now)
+
+    def reserve_instance(self, instance: str, now: float) -> float:
+        """Reserve a send for ``instance``; returns the wait in seconds."""
+        if self.per_instance is None:
+            return 0.0
+        bucket = self._bucket(self._instances, instance, self.per_instance, now)
+        return self._reserve(bucket, now)
+
+    @staticmethod
+    def _reserve(bucket: TokenBucket, now: float) -> float:
+        at = bucket.available_at(now)
+        bucket.take(at)
         return at - now
 
     def forget_idle(self, now: float) -> int:

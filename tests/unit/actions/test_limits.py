@@ -24,36 +24,42 @@ def test_bucket_refills_over_time_up_to_the_burst():
     assert bucket.available_at(100.0) == 101.0
 
 
-def test_limiter_waits_for_the_slower_of_instance_and_chat():
-    limiter = SendLimiter(per_instance=Rate(10.0, 1), per_chat=Rate(1.0, 1))
-    assert limiter.reserve("shop", "a", now=0.0) == 0.0
-    # instance has a token again after 0.1 s, chat "a" only after 1 s
-    assert limiter.reserve("shop", "a", now=0.0) == pytest.approx(1.0)
-    # another chat only waits for the instance bucket, which was charged at t=1.0 above
-    assert limiter.reserve("shop", "b", now=0.0) == pytest.approx(1.1)
+def test_chat_bucket_spaces_sends_in_one_chat_only():
+    limiter = SendLimiter(per_instance=Rate(10.0, 10), per_chat=Rate(1.0, 1))
+    assert limiter.reserve_chat("shop", "a", now=0.0) == 0.0
+    assert limiter.reserve_chat("shop", "a", now=0.0) == 1.0
+    assert limiter.reserve_chat("shop", "b", now=0.0) == 0.0
+    assert limiter.reserve_chat("other", "a", now=0.0) == 0.0
+
+
+def test_instance_is_charged_only_when_the_chat_lets_the_send_go():
+    limiter = SendLimiter(per_instance=Rate(1.0, 1), per_chat=Rate(0.1, 1))
+    # chat a queues a send 10 s ahead; the instance bucket is untouched meanwhile
+    assert limiter.reserve_chat("shop", "a", now=0.0) == 0.0
+    assert limiter.reserve_instance("shop", now=0.0) == 0.0
+    assert limiter.reserve_chat("shop", "a", now=0.0) == 10.0
+    assert limiter.reserve_chat("shop", "b", now=0.5) == 0.0
+    assert limiter.reserve_instance("shop", now=0.5) == 0.5
 
 
 def test_limiter_never_drops_reservations_pile_up_in_order():
     limiter = SendLimiter(per_instance=Rate(5.0, 1), per_chat=None)
-    waits = [limiter.reserve("shop", None, now=0.0) for _ in range(5)]
+    waits = [limiter.reserve_instance("shop", now=0.0) for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
-
-
-def test_instances_do_not_share_buckets():
-    limiter = SendLimiter(per_instance=Rate(1.0, 1), per_chat=Rate(1.0, 1))
-    assert limiter.reserve("a", "x", now=0.0) == 0.0
-    assert limiter.reserve("b", "x", now=0.0) == 0.0
+    assert limiter.reserve_chat("shop", "x", now=0.0) == 0.0
 
 
 def test_unlimited_limiter_never_waits():
     limiter = SendLimiter(per_instance=None, per_chat=None)
-    assert [limiter.reserve("a", "x", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    waits = [limiter.reserve_chat("a", "x", now=0.0) + limiter.reserve_instance("a", 0.0)]
+    assert waits * 3 == [0.0, 0.0, 0.0]
 
 
 def test_idle_buckets_are_forgotten_busy_ones_kept():
     limiter = SendLimiter(per_instance=Rate(1.0, 2), per_chat=Rate(1.0, 1))
-    limiter.reserve("a", "x", now=0.0)
-    limiter.reserve("a", "x", now=0.0)  # chat x reserved for t=1.0
+    limiter.reserve_instance("a", now=0.0)
+    limiter.reserve_chat("a", "x", now=0.0)
+    limiter.reserve_chat("a", "x", now=0.0)  # chat x reserved for t=1.0
     assert limiter.forget_idle(now=0.5) == 0
     assert limiter.forget_idle(now=10.0) == 2
 

@@ -1,0 +1,159 @@
+"""The executor end to end: real broker, executor subprocess, real HTTP receivers."""
+
+from __future__ import annotations
+
+import time
+
+from tests.helpers import wait_for
+from tests.integration.actions.conftest import ExecutorHarness, Receiver, action
+from worker.actions.ids import message_id_for
+
+FAST_RETRY = {"max_attempts": 4, "base_delay_s": 0.05, "max_delay_s": 0.5}
+
+
+async def test_each_kind_is_performed_once_and_failures_reach_the_dlq(
+    executor_harness: ExecutorHarness, receiver: Receiver
+) -> None:
+    h = executor_harness
+    await h.create_topics()
+    flaky = receiver.route("/flaky", 500, 500, 200)
+    broken = receiver.route("/broken", 400)
+    slow = receiver.route("/slow", delay_s=8.0)
+    receiver.route("/crm", 200)
+    receiver.route("/message/sendText/shop-bot", 201)
+    produced_to = f"{h.prefix}out"
+    executor = h.start_executor(
+        {
+            "gateway": {"url": receiver.url(""), "auth": "apikey", "apikey": "${env:GW_KEY}"},
+            "retry": FAST_RETRY,
+            "request_timeout_s": 20,
+        },
+        env={"GW_KEY": "global-secret", "CRM_TOKEN": "crm-secret"},
+    )
+    notify_flaky = action(
+        "notify",
+        {"channel": {"name": "ops", "type": "slack", "url": flaky}, "text": "caiu", "fields": {}},
+    )
+    notify_broken = action(
+        "notify",
+        {"channel": {"name": "hook", "type": "webhook", "url": broken}, "text": "x", "fields": {}},
+    )
+    to_slow = action("http", {"method": "POST", "url": slow, "headers": {}, "json": {"n": 1}})
+    send = action(
+        "whatsapp.send_text",
+        {
+            "instance": "shop-bot",
+            "to": "5511987654321@s.whatsapp.net",
+            "text": "Olá!",
+            "quote": None,
+            "delay_ms": None,
+        },
+        rule_id="after-hours-reply",
+    )
+    crm = action(
+        "http",
+        {
+            "method": "PUT",
+            "url": receiver.url("/crm"),
+            "headers": {"Authorization": "Bearer ${env:CRM_TOKEN}"},
+            "json": {"k": "${env:CRM_TOKEN}"},
+        },
+    )
+    produce = action("kafka.produce", {"topic": produced_to, "key": "k1", "value": {"a": 1}})
+    log = action("log", {"level": "warning", "message": "hello from a rule"})
+    missing_secret = action(
+        "http", {"method": "GET", "url": receiver.url("/never"), "headers": {"X": "${env:NOPE}"}}
+    )
+    await h.send(to_slow, notify_flaky, notify_broken, send, crm, produce, log, missing_secret)
+    await h.send(send, crm)  # redelivered duplicates: performed once all the same
+    await h.send_raw(b"{not json")
+
+    # Everything but the slow endpoint is finished while the slow call is still in flight.
+    started = time.monotonic()
+    await wait_for(
+        lambda: (
+            len(receiver.calls_to("/flaky")) == 3
+            and len(receiver.calls_to("/message/sendText/shop-bot")) == 1
+            and len(receiver.calls_to("/crm")) == 1
+        ),
+        timeout=60,
+        message="the flaky webhook, the send and the CRM call",
+    )
+    dead = await h.read_topic(h.dlq, 3)
+    assert time.monotonic() - started < 8.0 or receiver.calls_to("/slow")
+
+    by_key = {d["record"].get("idempotency_key"): d for d in dead}
+    assert by_key[notify_broken["idempotency_key"]]["record"] == notify_broken
+    assert by_key[notify_broken["idempotency_key"]]["retriable"] is False
+    assert by_key[notify_broken["idempotency_key"]]["attempts"] == 1
+    assert by_key[notify_broken["idempotency_key"]]["error"].startswith(
+        f"POST {broken}: HTTP 400 Bad Request"
+    )
+    assert by_key[missing_secret["idempotency_key"]]["error"] == (
+        "secret reference ${env:NOPE} cannot be resolved: environment variable NOPE is not "
+        "set in the executor's environment; set it and restart"
+    )
+    assert by_key[None]["record"] == {"raw_base64": "e25vdCBqc29u"}
+    assert by_key[None]["error"].startswith("invalid action record: not JSON")
+    assert len(receiver.calls_to("/broken")) == 1
+    assert receiver.calls_to("/never") == []
+
+    flaky_calls = receiver.calls_to("/flaky")
+    assert [c.body for c in flaky_calls] == [{"text": "caiu"}] * 3
+    assert {c.headers["Idempotency-Key"] for c in flaky_calls} == {notify_flaky["idempotency_key"]}
+
+    (sent,) = receiver.calls_to("/message/sendText/shop-bot")
+    assert sent.headers["apikey"] == "global-secret"
+    assert sent.body == {
+        "number": "5511987654321@s.whatsapp.net",
+        "options": {
+            "messageId": message_id_for(send["idempotency_key"]),
+            "externalAttributes": {
+                "zapflow": {"rule": "after-hours-reply", "key": send["idempotency_key"]}
+            },
+        },
+        "textMessage": {"text": "Olá!"},
+    }
+    (crm_call,) = receiver.calls_to("/crm")
+    assert crm_call.headers["Authorization"] == "Bearer crm-secret"
+    assert crm_call.body == {"k": "crm-secret"}
+
+    produced = await h.read_topic(produced_to, 1)
+    assert produced == [{"a": 1}]
+    await wait_for(lambda: "hello from a rule" in executor.log(), message="the log action")
+    await wait_for(lambda: len(receiver.calls_to("/slow")) == 1, message="the slow call")
+    assert "global-secret" not in executor.log() and "crm-secret" not in executor.log()
+    executor.assert_running()
+
+
+async def test_sends_over_the_chat_limit_wait_and_none_is_dropped(
+    executor_harness: ExecutorHarness, receiver: Receiver
+) -> None:
+    h = executor_harness
+    await h.create_topics()
+    receiver.route("/message/sendText/shop-bot", 201)
+    h.start_executor(
+        {
+            "gateway": {"url": receiver.url("")},
+            "send_rate_per_instance": {"per_second": 100, "burst": 100},
+            "send_rate_per_chat": {"per_second": 4, "burst": 1},
+        }
+    )
+    chat_a = [
+        action("whatsapp.send_text", {"to": "5511000000001", "text": f"a{i}"}) for i in range(6)
+    ]
+    chat_b = [action("whatsapp.send_text", {"to": "5511000000002", "text": "b"})]
+    await h.send(*chat_a, *chat_b)
+    await wait_for(
+        lambda: len(receiver.calls_to("/message/sendText/shop-bot")) == 7,
+        timeout=60,
+        message="all 7 sends",
+    )
+    calls = receiver.calls_to("/message/sendText/shop-bot")
+    times_a = sorted(c.at for c in calls if c.body["number"] == "5511000000001")
+    assert len(times_a) == 6
+    # 4 per second with a burst of 1: six sends take at least 5 intervals of 0.25 s.
+    assert times_a[-1] - times_a[0] >= 1.2
+    (b_call,) = [c for c in calls if c.body["number"] == "5511000000002"]
+    # The other chat is not held up behind chat a's queue.
+    assert b_call.at < times_a[-1]
