@@ -23,7 +23,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.actions.cli",
     "worker.simulator.cli",
     "worker.rules.cli",
-    "worker.actions.cli",
 )
 
 
