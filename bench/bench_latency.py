@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from bench.harness import (
     BenchError,
     Child,
+    OffsetReader,
     Report,
     Workspace,
     fmt,
@@ -99,6 +101,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
                 f"{result['unanswered']} unanswered",
                 flush=True,
             )
+        stages = await stage_times(ws.bootstrap, prefix)
     finally:
         for child in reversed(children):
             await child.stop()
@@ -142,6 +145,21 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
             for rate, result, stats, _ in rows
         ],
     )
+    report.table(
+        "Where the time goes, per stage (ms; p50 / p99 over the messages of each rate)",
+        ("events/s", *STAGES),
+        [(fmt_int(rate), *stage_cells(result["samples"], stages)) for rate, result, _, _ in rows],
+    )
+    report.note(
+        "Stages: **socket → ingest** = simulator write to `received_at` stamped by ingest; "
+        "**ingest → Kafka** = `received_at` to the event record's Kafka timestamp (set when "
+        "ingest hands it to the producer); **Kafka → rule fired** = event record timestamp to "
+        "the action record's `created_at` (process stage consumer lag + evaluation); "
+        "**rule → action in Kafka** = `created_at` to the action record's Kafka timestamp; "
+        "**executor → REST** = action record timestamp to the simulator receiving sendText "
+        "(executor consumer lag + HTTP). Timestamps of different processes on one machine, "
+        "millisecond resolution."
+    )
     report.note(
         f"Each rate runs {duration:g} s of ~{SIZE} B messages.upsert frames from contacts in "
         f"direct chats of {INSTANCES} instances, then waits up to 15 s for the replies; a "
@@ -177,3 +195,93 @@ async def _warm_up(sim: SimProcess, children: list[Child]) -> float:
             return time.monotonic() - start
     tails = "\n".join(f"--- {c.name} ---\n{c.log_tail(15)}" for c in children)
     raise BenchError(f"no probe was answered within 120 s of warm-up\n{tails}")
+
+
+STAGES = (
+    "socket → ingest",
+    "ingest → Kafka",
+    "Kafka → rule fired",
+    "rule → action in Kafka",
+    "executor → REST",
+)
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic``, read from the start without a consumer group."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = await OffsetReader.partitions_of(consumer, topic)
+        if not parts:
+            return []
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        records: list[Any] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for batch in batches.values():
+                records += batch
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def stage_times(bootstrap: str, prefix: str) -> dict[str, dict[str, float]]:
+    """Per message id: when ingest received it, when its event and its action reached Kafka,
+    and when the rule fired, from the records in the topics."""
+    import orjson
+
+    times: dict[str, dict[str, float]] = {}
+    for record in await _read_all(bootstrap, f"{prefix}messages.upsert"):
+        try:
+            envelope = orjson.loads(record.value)
+            key = envelope["data"]["keyId"]
+            entry = times.setdefault(key, {})
+            entry["received"] = _epoch(envelope["received_at"])
+            entry["event_kafka"] = record.timestamp / 1000
+        except (ValueError, KeyError, TypeError):
+            continue
+    for record in await _read_all(bootstrap, f"{prefix}actions"):
+        try:
+            action = orjson.loads(record.value)
+            text = action["params"]["text"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not text.startswith("probe "):
+            continue
+        entry = times.setdefault(text[6:], {})
+        entry["fired"] = _epoch(action["created_at"])
+        entry["action_kafka"] = record.timestamp / 1000
+    return times
+
+
+def stage_cells(samples: list[Any], stages: dict[str, dict[str, float]]) -> list[str]:
+    spans: list[list[float]] = [[] for _ in STAGES]
+    for key, emitted, rest_at in samples:
+        t = stages.get(key, {})
+        points = [
+            emitted,
+            t.get("received"),
+            t.get("event_kafka"),
+            t.get("fired"),
+            t.get("action_kafka"),
+            rest_at,
+        ]
+        for i in range(len(STAGES)):
+            a, b = points[i], points[i + 1]
+            if a is not None and b is not None:
+                spans[i].append((b - a) * 1000)
+    cells = []
+    for values in spans:
+        stats = summary(values)
+        cells.append(f"{fmt(stats['p50'])} / {fmt(stats['p99'])}" if values else "–")
+    return cells

@@ -407,16 +407,20 @@ class OffsetReader:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def partitions(self, topics: Iterable[str]) -> list[Any]:
+    @staticmethod
+    async def partitions_of(consumer: Any, topic: str) -> list[Any]:
         from aiokafka import TopicPartition
 
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        return [TopicPartition(topic, p) for p in sorted(parts)]
+
+    async def partitions(self, topics: Iterable[str]) -> list[Any]:
         result = []
         for topic in topics:
-            parts = self._consumer.partitions_for_topic(topic)
-            if not parts:
-                await self._consumer._client.force_metadata_update()
-                parts = self._consumer.partitions_for_topic(topic) or set()
-            result += [TopicPartition(topic, p) for p in sorted(parts)]
+            result += await self.partitions_of(self._consumer, topic)
         return result
 
     async def end_total(self, topics: Iterable[str]) -> int:

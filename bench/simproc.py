@@ -66,7 +66,10 @@ class Driver:
                 continue
             if not str(payload.get("keyRemoteJid", "")).endswith("@s.whatsapp.net"):
                 continue
-            payload = {**_padded(payload, min_size), "device": "web"}
+            padded = _padded(payload, min_size) if min_size else payload
+            if padded is None:  # a media message without text to lengthen
+                continue
+            payload = {**padded, "device": "web"}
             found.append((name, make_template("messages.upsert", payload, id_prefix="3EB0")))
         return found
 
@@ -106,6 +109,8 @@ class Driver:
                 break
             await asyncio.sleep(0.05)
         latencies: list[float] = []
+        samples: list[tuple[str, float, float | None]] = []
+        sent_at = dict(emitted)
         statuses: dict[str, int] = {}
         for call in self.sim.rest_calls[calls_before:]:
             if not call.path.startswith("/message/sendText/"):
@@ -114,7 +119,10 @@ class Driver:
             text = (call.body or {}).get("textMessage", {}).get("text", "")
             match = PROBE.search(text)
             if match and match.group(1) in emitted:
-                latencies.append((call.at - emitted.pop(match.group(1))) * 1000)
+                key = match.group(1)
+                latencies.append((call.at - emitted.pop(key)) * 1000)
+                samples.append((key, sent_at[key], call.at))
+        samples += [(key, at, None) for key, at in emitted.items()]
         return {
             "emitted": sent,
             "dropped": dropped,
@@ -122,6 +130,7 @@ class Driver:
             "latencies_ms": latencies,
             "unanswered": len(emitted),
             "statuses": statuses,
+            "samples": samples,
         }
 
     def _answered(self, calls_before: int, emitted: dict[str, float]) -> int:
