@@ -71,12 +71,13 @@ class SimProcess:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def command(self, within: float = 300.0, **cmd: Any) -> Any:
+    async def command(self, timeout: float = 300.0, **cmd: Any) -> Any:  # noqa: ASYNC109
+        """Send one command; ``timeout`` bounds the wait for its answer."""
         proc = self.child.proc
         assert proc.stdin is not None
         proc.stdin.write(orjson.dumps(cmd) + b"\n")
         await proc.stdin.drain()
-        answer = orjson.loads(await _read_line(self.child, within))
+        answer = orjson.loads(await _read_line(self.child, timeout))
         if isinstance(answer, dict) and "error" in answer:
             raise BenchError(f"simulator: {answer['error']}")
         return answer
