@@ -106,6 +106,10 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         for child in reversed(children):
             await child.stop()
         await sim.stop()
+        for child in children:
+            errors, first = child.log_problems()
+            if errors:
+                report.note(f"`zapflow {child.name}` logged {errors:,} errors; first: `{first}`")
 
     at500 = next(r for r in rows if r[0] == 500)
     p99 = at500[2]["p99"]

@@ -105,6 +105,8 @@ async def measure_worker(
             profiled = await spy if spy is not None else None
         finally:
             await child.stop()
+    errors, first_error = child.log_problems()
+    problems = f"; {errors:,} errors logged, first: {first_error}" if errors else ""
     moving = [(n, u) for n, u in samples if n > 0]
     # The last sample may lie after the end of the topic; the slope stops where it arrived.
     first = moving[0]
@@ -122,7 +124,7 @@ async def measure_worker(
         cpu / events * 1e6,
         cpu / seconds,
         actions_after - actions_before,
-        f"peak RSS {last[1].peak_rss / 2**20:,.0f} MiB",
+        f"peak RSS {last[1].peak_rss / 2**20:,.0f} MiB{problems}",
         profiled,
     )
 

@@ -270,6 +270,30 @@ class Child:
             return ""
         return "\n".join(text[-lines:])
 
+    def log_problems(self) -> tuple[int, str]:
+        """How many ERROR lines and tracebacks the log holds, and the first one."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return 0, ""
+        hits = [
+            line.strip()
+            for line in lines
+            if "[ERROR]" in line or " ERROR " in line or line.startswith("Traceback")
+        ]
+        first = ""
+        for i, line in enumerate(lines):
+            if line.strip() in hits[:1]:
+                first = " ".join(x.strip() for x in lines[i : i + 1])
+                # For a logged exception, its last line says what it was.
+                for follow in lines[i + 1 : i + 60]:
+                    if follow and not follow.startswith((" ", "Traceback")):
+                        if "Error" in follow or "Exception" in follow:
+                            first += f" … {follow.strip()}"
+                        break
+                break
+        return len(hits), first[:300]
+
     async def stop(self, within: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after ``within`` seconds; returns the exit code."""
         if self.proc.returncode is not None:
@@ -431,8 +455,13 @@ class OffsetReader:
         return int(sum(ends.values()))
 
     async def committed_total(self, group: str, topics: Iterable[str]) -> int:
+        from aiokafka.errors import KafkaError
+
         wanted = set(topics)
-        offsets = await self._admin.list_consumer_group_offsets(group)
+        try:
+            offsets = await self._admin.list_consumer_group_offsets(group)
+        except KafkaError:  # the group (or the offsets topic) does not exist yet
+            return 0
         return int(
             sum(
                 meta.offset
@@ -468,6 +497,7 @@ async def profile(child: Child, seconds: float, name: str) -> Path | None:
         "200",
         "--format",
         "raw",
+        "--function",
         "--nonblocking",
         "--output",
         str(out),
@@ -479,7 +509,16 @@ async def profile(child: Child, seconds: float, name: str) -> Path | None:
 
 
 #: Frames every stack passes through (event loop, start-up); left out of inclusive shares.
-_GENERIC_FRAMES = ("/asyncio/", "runpy.py", "threading.py", "<module>", "cli.py", "main (")
+_GENERIC_FRAMES = (
+    "asyncio/",
+    "runpy",
+    "threading.py",
+    "<module>",
+    "cli.py",
+    "main (",
+    "mode/",
+    "faust/worker.py",
+)
 
 
 def top_frames(

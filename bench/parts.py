@@ -188,7 +188,7 @@ def process_config(
             "app_id": app_id,
             "store": store,
             "data_dir": str(workdir / "process-data"),
-            "faust": {"broker_commit_interval": 0.5, **dict(faust or {})},
+            "faust": dict(faust or {}),
         },
     }
     return write_yaml(workdir / "process.yaml", document)
