@@ -17,12 +17,13 @@ from worker import __version__
 # Modules that define ``register(subparsers)``; the order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "worker.devkafka.cli",
-    "worker.console.cli",
+    "worker.simulator.cli",
     "worker.ingest.cli",
+    "worker.rules.cli",
     "worker.process.cli",
     "worker.actions.cli",
-    "worker.simulator.cli",
-    "worker.rules.cli",
+    "worker.run.cli",
+    "worker.console.cli",
 )
 
 
@@ -41,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zapflow {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name + ".").startswith(exc.name + "."):
+                raise
+            continue  # a capability not present in this build
+        module.register(subparsers)
     return parser
 
 

@@ -6,7 +6,8 @@ file (or the environment variable), the key and the fix, because the person read
 them is an operator at a terminal, not a programmer at a debugger.
 
 Environment overrides: ``ZAPFLOW_<KEY>__<SUBKEY>=value`` replaces ``key.subkey`` (keys
-upper-cased, ``__`` between levels, e.g. ``ZAPFLOW_KAFKA__BOOTSTRAP_SERVERS``). The value
+upper-cased, ``__`` between levels, e.g. ``ZAPFLOW_KAFKA__BOOTSTRAP_SERVERS``; a name
+without ``__``, such as ``ZAPFLOW_OPS_WEBHOOK``, is not an override). The value
 is read as a YAML scalar or flow collection, so ``8``, ``true`` and ``[a, b]`` mean what
 they look like.
 
@@ -135,7 +136,9 @@ def env_overrides(
     result: dict[str, Any] = _deep_copy(data)
     origins: dict[str, str] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+        # Only ZAPFLOW_SECTION__KEY… names are overrides: a name without "__" (such as
+        # ZAPFLOW_OPS_WEBHOOK, referenced by rules) is an ordinary variable.
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if any(not part for part in path):

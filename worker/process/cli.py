@@ -30,10 +30,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that ``zapflow --help`` does not import faust.
-    from worker.cli import CommandError  # noqa: PLC0415
-    from worker.process.engine import BundleEngine  # noqa: PLC0415
-    from worker.process.run import StartError, run_process  # noqa: PLC0415
-    from worker.process.settings import SettingsError, load_settings  # noqa: PLC0415
+    from worker.cli import CommandError
+    from worker.process.engine import BundleEngine
+    from worker.process.run import StartError, run_process
+    from worker.process.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(args.config)

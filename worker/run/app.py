@@ -1,0 +1,335 @@
+"""Assembling ``zapflow run``: every stage that is asked for, in one process and one event loop.
+
+- process: the Faust app of the rule stage (agents, state tables, timers, reload);
+- actions: the executor, registered on the same Faust app (one consumer group, one worker);
+- ingest: the subscriptions, as a service the Faust worker starts first and stops last;
+- the status port (metrics, health, readiness, status), as another service.
+
+When only ingest runs, no Faust app is built at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mode import Service
+
+from worker import __version__
+from worker.events import actions_topic, dlq_topic, event_topic
+from worker.ingest.service import IngestService
+from worker.ingest.stats import SubscriptionState
+from worker.observability.logs import logging_config
+from worker.observability.server import Observability, StatusServer
+from worker.run.config import RunConfig
+from worker.run.metrics import IngestCollector, ProcessCollector, RuleTally, TallyingEngine
+from worker.run.services import IngestRunner, StatusRunner
+
+log = logging.getLogger("zapflow.run")
+
+
+class StartError(Exception):
+    """``zapflow run`` cannot start; the message says why and what to do."""
+
+
+@dataclass
+class KafkaProbe:
+    """Whether the Kafka cluster answered lately; refreshed in the background for /readyz."""
+
+    bootstrap_servers: str
+    ok: bool = False
+    detail: str = "not checked yet"
+    checked_at: float = 0.0
+
+    async def check(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+        )
+        try:
+            await asyncio.wait_for(admin.start(), 6)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), 6)
+            brokers = len(cluster.get("brokers", []))
+            self.ok, self.detail = brokers > 0, f"{self.bootstrap_servers} ({brokers} broker(s))"
+        except Exception as exc:
+            self.ok, self.detail = (
+                False,
+                f"{self.bootstrap_servers} unreachable ({type(exc).__name__})",
+            )
+        finally:
+            await admin.close()
+            self.checked_at = time.time()
+
+
+class KafkaProbeRunner(Service):
+    """Checks the cluster every few seconds."""
+
+    def __init__(self, probe: KafkaProbe, interval: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.probe = probe
+        self.interval = interval
+
+    @Service.task
+    async def _probe(self) -> None:
+        while not self.should_stop:
+            await self.probe.check()
+            await self.sleep(self.interval)
+
+
+@dataclass
+class Assembly:
+    """What ``zapflow run`` built, for the CLI and for tests."""
+
+    config: RunConfig
+    obs: Observability
+    services: list[Service] = field(default_factory=list)
+    app: Any = None
+    ingest: IngestService | None = None
+    processor: Any = None
+    watcher: Any = None
+    executor: Any = None
+    tally: RuleTally = field(default_factory=RuleTally)
+    topics: list[str] = field(default_factory=list)
+    status_server: StatusServer | None = None
+
+    def banner(self) -> str:
+        """The start-up lines: what runs, against what."""
+        cfg = self.config
+        kafka = cfg.shared.kafka
+        lines = [f"zapflow {__version__}: running {', '.join(cfg.stages)} (config {cfg.path})"]
+        lines.append(
+            f"  kafka     {kafka.bootstrap_servers}, topics {kafka.topic_prefix}* "
+            f"({kafka.partitions} partitions, replication {kafka.replication_factor})"
+        )
+        if self.ingest is not None:
+            subs = len(cfg.shared.subscriptions())
+            lines.append(
+                f"  ingest    {subs} subscriptions over {len(cfg.shared.instances)} instances "
+                f"from {cfg.shared.gateway_url}"
+            )
+        if self.watcher is not None:
+            bundle = self.watcher.current.bundle
+            lines.append(
+                f"  rules     {len(getattr(bundle, 'rules', ()))} rules from {self.watcher.directory}, "
+                f"version {bundle.version}, on {', '.join(sorted(bundle.events))}"
+            )
+        if self.executor is not None:
+            gateway = self.executor.settings.gateway
+            lines.append(f"  actions   gateway REST {gateway.url} (auth {gateway.auth})")
+        if self.status_server is not None:
+            url = f"http://{cfg.http.host}:{cfg.http.port}"
+            lines.append(f"  http      {url}/metrics /healthz /readyz /status")
+        return "\n".join(lines)
+
+
+def assemble(
+    config: RunConfig,
+    rules_dir: Path,
+    *,
+    output: Callable[[str], None] | None = None,
+) -> Assembly:
+    """Build every stage of ``config.stages``; nothing is started yet.
+
+    Raises:
+        StartError: the rules do not load.
+    """
+    from worker.rules import RuleLoadError
+
+    obs = Observability()
+    built = Assembly(config=config, obs=obs)
+    kafka = config.shared.kafka
+
+    if config.process is not None:
+        from worker.process.app import build_app
+        from worker.process.reload import RulesWatcher
+
+        engine = TallyingEngine(built.tally)
+        try:
+            watcher = RulesWatcher.start(rules_dir, engine)
+        except RuleLoadError as exc:
+            raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
+        process_app = build_app(config.process, watcher, engine)
+        built.app, built.processor, built.watcher = process_app.app, process_app.processor, watcher
+        built.topics += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
+        built.topics.append(actions_topic(kafka.topic_prefix))
+        obs.registry.register(
+            ProcessCollector(
+                process_app.processor.counters,
+                built.tally,
+                lambda: str(watcher.current.bundle.version),
+            )
+        )
+        obs.readiness["rules"] = lambda: (
+            True,
+            f"{len(getattr(watcher.current.bundle, 'rules', ()))} rules, version {watcher.current.bundle.version}",
+        )
+        obs.status["rules"] = lambda: {
+            "bundle_version": watcher.current.bundle.version,
+            **_process_counters(process_app.processor.counters),
+            "rules": [
+                {"rule": rule, **row} for rule, row in sorted(built.tally.per_rule().items())
+            ],
+        }
+
+    if config.actions is not None:
+        from worker.actions.executor import register_executor
+
+        if built.app is None:
+            built.app = _executor_only_app(config)
+        built.executor = register_executor(built.app, config.actions)
+        built.topics += [actions_topic(kafka.topic_prefix), dlq_topic(kafka.topic_prefix)]
+        executor = built.executor
+        obs.status["actions"] = lambda: {"pending": executor.pending}
+
+    if config.ingest is not None:
+        built.ingest = IngestService(config.ingest, output=output)
+        built.services.append(IngestRunner(built.ingest))
+        stats = built.ingest.stats
+        obs.registry.register(IngestCollector(stats))
+        obs.readiness["subscriptions"] = lambda: _subscriptions_ready(stats)
+        obs.status["ingest"] = lambda: _ingest_status(stats)
+
+    probe = KafkaProbe(kafka.bootstrap_servers)
+    built.services.append(KafkaProbeRunner(probe))
+    obs.readiness["kafka"] = lambda: (probe.ok, probe.detail)
+
+    if config.http.enabled:
+        built.status_server = StatusServer(obs, host=config.http.host, port=config.http.port)
+        built.services.append(StatusRunner(built.status_server))
+    built.topics = sorted(set(built.topics))
+    return built
+
+
+def _executor_only_app(config: RunConfig) -> Any:
+    import faust
+
+    assert config.actions is not None
+    kafka = config.shared.kafka
+    return faust.App(
+        "zapflow-actions",
+        broker=[f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")],
+        store="rocksdb://",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        table_standby_replicas=0,
+        topic_disable_leader=True,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+    )
+
+
+def _process_counters(counters: Any) -> dict[str, int]:
+    return {k: int(v) for k, v in vars(counters).items() if isinstance(v, int)}
+
+
+def _subscriptions_ready(stats: Any) -> tuple[bool, str]:
+    subs = list(stats.subscriptions.values())
+    waiting = [s for s in subs if s.connects == 0 and s.state is not SubscriptionState.AUTH_FAILED]
+    counts = stats.count_states()
+    detail = (
+        f"{counts[SubscriptionState.OPEN]} open, {counts[SubscriptionState.AUTH_FAILED]} auth-failed, "
+        f"{len(waiting)} not yet connected"
+    )
+    return (bool(subs) and not waiting), detail
+
+
+def _ingest_status(stats: Any) -> dict[str, Any]:
+    rows = []
+    for sub in sorted(stats.subscriptions.values(), key=lambda s: (s.instance, s.event)):
+        rows.append(
+            {
+                "instance": sub.instance,
+                "event": sub.event,
+                "state": str(sub.state),
+                "since": getattr(sub, "since", None),
+                "last_event": getattr(sub, "last_frame_at", None),
+                "frames": sub.frames,
+                "reconnects": sub.reconnects,
+                "auth_failures": sub.auth_failures,
+            }
+        )
+    return {
+        "received": stats.received,
+        "produced": stats.produced,
+        "invalid_frames": stats.invalid_frames,
+        "kafka": stats.mode,
+        "spool_depth": stats.spool_depth,
+        "subscriptions": rows,
+    }
+
+
+def run(
+    config: RunConfig,
+    rules_dir: Path,
+    *,
+    log_format: str = "text",
+    log_level: str = "info",
+    quiet: bool = False,
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    built = assemble(config, rules_dir, output=None if quiet else say)
+    kafka = config.shared.kafka
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_create_topics(kafka, built.topics))
+    except Exception as exc:
+        loop.close()
+        raise StartError(
+            f"cannot prepare the Kafka topics on {kafka.bootstrap_servers}: {exc}"
+        ) from None
+    if not quiet:
+        say(built.banner())
+    logs = logging_config(log_format, log_level)
+    if built.app is None:
+        from mode import Worker
+
+        worker: Any = Worker(
+            *built.services,
+            loop=loop,
+            loglevel=log_level,
+            logging_config=logs,
+            redirect_stdouts=False,
+        )
+    else:
+        import faust
+
+        worker = faust.Worker(
+            built.app,
+            *built.services,
+            loop=loop,
+            loglevel=log_level,
+            logging_config=logs,
+            redirect_stdouts=False,
+        )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 0
+    return 0
+
+
+async def _create_topics(kafka: Any, topics: list[str]) -> None:
+    if not topics or not kafka.create_topics:
+        return
+    from worker.process.topics import ensure_topics
+
+    await ensure_topics(
+        kafka.bootstrap_servers,
+        topics,
+        partitions=kafka.partitions,
+        replication_factor=kafka.replication_factor,
+    )
+
+
+__all__ = ["Assembly", "StartError", "assemble", "run"]
