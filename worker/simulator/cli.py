@@ -17,9 +17,22 @@ def _mix(text: str) -> dict[str, float]:
             mix[event.strip()] = float(weight) if weight else 1.0
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"--mix: weight of {event.strip()!r} is not a number: {weight!r}"
+                f"weight of {event.strip()!r} is not a number: {weight!r}"
             ) from None
     return mix
+
+
+def _rate(text: str) -> float | None:
+    """Events per second, or ``max`` (None) for as fast as subscribers take them."""
+    if text == "max":
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'max': {text!r}") from None
+    if rate < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more events/s, got {text}")
+    return rate
 
 
 def register(subparsers: Any) -> None:
@@ -50,10 +63,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=_rate,
         default=0.0,
         metavar="R",
-        help="generated events per second over all instances (default 0: only on request)",
+        help=(
+            "generated events per second over all instances, or 'max' (default 0: only on request)"
+        ),
     )
     parser.add_argument(
         "--mix",
@@ -136,9 +151,8 @@ async def _serve(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"{args.scenario}: the scenario has problems; nothing started"
             ) from None
-    if args.rate < 0:
-        raise CommandError(f"--rate must be 0 or more events/s, got {args.rate:g}")
-    if args.rate:
+    generating = args.rate is None or args.rate > 0
+    if generating:
         try:
             Profile.build(names, rate=args.rate, mix=args.mix, min_size=args.min_size)
         except ProfileError as exc:
@@ -171,7 +185,7 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     _print_banner(sim, args)
-    if args.rate:
+    if generating:
         sim.spawn(sim.run_profile(names, rate=args.rate, mix=args.mix, min_size=args.min_size))
     if scenario is not None:
         name = scenario.name
@@ -198,11 +212,12 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def _print_banner(sim: Any, args: argparse.Namespace) -> None:
-    traffic = (
-        f"{args.rate:g} events/s over {len(sim.instances)} instance(s)"
-        if args.rate
-        else "none generated (POST /_sim/emit or /_sim/profile)"
-    )
+    if args.rate is None:
+        traffic = f"as fast as subscribers take it, over {len(sim.instances)} instance(s)"
+    elif args.rate:
+        traffic = f"{args.rate:g} events/s over {len(sim.instances)} instance(s)"
+    else:
+        traffic = "none generated (POST /_sim/emit or /_sim/profile)"
     lines = [
         f"CodeChat whatsapp-api 1.3.x simulator on {sim.http_url}",
         f"  socket   {sim.ws_url}?event=<event>&token=<token>",

@@ -53,6 +53,8 @@ _GROUP_SUBJECTS: Final = ("Clientes VIP", "Promoções da Semana", "Suporte Loja
 _CAPTIONS: Final = ("segue o comprovante", "foto do produto", "", "olha isso")
 _REACTIONS: Final = ("👍", "❤️", "😂", "🙏", "😮")
 
+_SENDER_IDS: Final = (("3A", 20), ("3EB0", 22), ("", 32))
+
 #: Baileys ``DisconnectReason`` codes CodeChat reports as ``statusReason`` on close.
 CLOSE_REASONS: Final = (428, 408, 440, 401, 515)
 MESSAGE_STATUSES: Final = ("SERVER_ACK", "DELIVERY_ACK", "READ", "PLAYED", "ERROR", "PENDING")
@@ -241,9 +243,11 @@ class PayloadFactory:
         group: Group | None = None,
         key_id: str | None = None,
     ) -> dict[str, Any]:
-        key_id = key_id or message_id(self.rng, self.rng.choice(("3A", "3EB0")), 20)
-        if key_id.startswith("3EB0"):
-            key_id += f"{self.rng.getrandbits(8):02X}"  # web ids are 22 chars
+        if key_id is None:
+            # The sender's device shows in the id: iOS "3A" + 18, web "3EB0" + 18,
+            # Android 32 hex digits (Baileys getDevice).
+            prefix, length = self.rng.choice(_SENDER_IDS)
+            key_id = message_id(self.rng, prefix, length)
         row: dict[str, Any] = {"keyId": key_id, "keyFromMe": False, "pushName": sender.name}
         if group is None:
             row["keyRemoteJid"] = sender.jid

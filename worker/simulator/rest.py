@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from worker.simulator import ids, tokens
-from worker.simulator.payloads import Contact
+from worker.simulator.payloads import Contact, iso
 
 if TYPE_CHECKING:
     from worker.simulator.simulator import Simulator
@@ -163,6 +163,33 @@ async def fetch_instances(sim: Simulator, request: web.Request, body: Any) -> Re
     if not _global_key_ok(sim, request):
         return error(403, "Missing global api key")
     return Reply(200, [i.row() for i in sim.instances])
+
+
+async def refresh_token(sim: Simulator, request: web.Request, body: Any) -> Reply:
+    # Registered without guards upstream (instance.router.ts:140-148): the old token is
+    # the only credential. The answers for a bad token or an unknown instance are the
+    # simulator's reading of the service code, not verified against a running gateway.
+    name = request.match_info["instanceName"]
+    old = body.get("oldToken") if isinstance(body, dict) else None
+    if not isinstance(old, str):
+        return error(400, "oldToken is required")
+    if not sim.has_instance(name):
+        return error(400, f'The "{name}" instance does not exist or is not connected')
+    try:
+        refreshed = sim.refresh_token(name, old)
+    except tokens.InvalidToken:
+        return UNAUTHORIZED
+    stamp = iso(sim.clock())
+    return Reply(
+        201,
+        {
+            "id": refreshed.id,
+            "token": refreshed.token,
+            "createdAt": refreshed.created_at,
+            "updatedAt": stamp,
+            "instanceId": refreshed.id,
+        },
+    )
 
 
 async def connection_state(sim: Simulator, request: web.Request, body: Any) -> Reply:
@@ -342,6 +369,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     add("POST", "/instance/create", create_instance)
     add("GET", "/instance/fetchInstances", fetch_instances)
     add("GET", "/instance/connectionState/{instanceName}", connection_state)
+    add("PUT", "/instance/refreshToken/{instanceName}", refresh_token)
     add("POST", "/message/sendText/{instanceName}", send_text)
     add("PUT", "/group/updateParticipant/{instanceName}", update_participant)
     add("GET", "/group/findGroupInfos/{instanceName}", find_group_infos)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import random
 import time
@@ -248,6 +249,28 @@ class Simulator:
             name, ident, self.seed, participants_style=self.participants_style
         )
         return instance
+
+    def refresh_token(self, name: str, old_token: str | None = None) -> Instance:
+        """Give ``name`` a new token, as ``PUT /instance/refreshToken`` does.
+
+        ``old_token`` (default: the current one) must verify, expired or not, and carry the
+        stored ``tokenId``. The old token keeps working on the socket and on REST until its
+        ``exp``: upstream never compares ``tokenId`` there.
+
+        Raises:
+            KeyError: unknown instance.
+            tokens.InvalidToken: the old token does not verify or is not the current one.
+        """
+        current = self.instance(name)
+        claims = tokens.verify(old_token or current.token, self.secret, self.clock(), True)
+        if claims.get("tokenId") != current.token_id:
+            raise tokens.InvalidToken("not the instance's current token")
+        now = self.clock()
+        token_id = ids.ulid(int(now * 1000), self._rng)
+        token, _ = tokens.mint(name, token_id, self.secret, int(now), self.expires_in)
+        refreshed = dataclasses.replace(current, token=token, token_id=token_id)
+        self._instances[name] = refreshed
+        return refreshed
 
     def instance(self, name: str) -> Instance:
         try:

@@ -32,6 +32,29 @@ _ACCEPTED: Final = frozenset(ACCEPTED_EVENTS)
 _MAX_CLIENT_MESSAGE: Final = 100 * 1024 * 1024
 
 
+def url_pathname(raw_path: str) -> str:
+    """The path as ``new URL(req.url, base).pathname`` gives it upstream.
+
+    Percent-escapes stay as sent (``/ws/%65vents`` is not ``/ws/events``) and ``.``/``..``
+    segments are resolved (``/ws/./events`` is), per the WHATWG URL parser.
+    """
+    segments = raw_path.split("/")[1:] if raw_path.startswith("/") else raw_path.split("/")
+    out: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment.lower() in ("..", ".%2e", "%2e.", "%2e%2e"):
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment.lower() in (".", "%2e"):
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a handshake was refused (the client only ever sees the bare 401)."""
@@ -109,7 +132,7 @@ async def handle_upgrade(sim: Simulator, request: web.Request) -> web.StreamResp
         log.info("socket handshake refused on purpose (refuse_handshakes fault)")
         return RawUnauthorized()
     verdict = check_handshake(
-        request.path,
+        url_pathname(request.rel_url.raw_path),
         event=request.query.get("event"),
         token=request.query.get("token"),
         secret=sim.secret,

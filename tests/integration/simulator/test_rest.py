@@ -335,3 +335,27 @@ async def test_every_rest_call_is_recorded(sim: Simulator, http: aiohttp.ClientS
     assert calls[2].query == {"x": "1"}
     assert calls[0].headers["Authorization"] == "***"
     assert before <= calls[0].at <= sim.clock()
+
+
+async def test_refresh_token_needs_no_auth_and_the_old_token_keeps_working(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    old = sim.instance("shop-bot").token
+    status, auth = await call(
+        http, sim, "PUT", "/instance/refreshToken/shop-bot", {}, {"oldToken": old}
+    )
+    assert status == 201
+    assert auth["token"] == sim.instance("shop-bot").token != old
+    assert (auth["id"], auth["instanceId"]) == (1, 1)
+    # Upstream never compares tokenId outside refreshToken: both tokens work.
+    for token in (old, auth["token"]):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (await call(http, sim, "POST", "/message/sendText/shop-bot", headers, SEND))[
+            0
+        ] == 201
+        async with websockets.connect(sim.subscription_url("shop-bot", "call.upsert", token)):
+            await sim.wait_subscribed("shop-bot", "call.upsert")
+    # The old token can no longer be refreshed: it is not the current one.
+    assert await call(
+        http, sim, "PUT", "/instance/refreshToken/shop-bot", {}, {"oldToken": old}
+    ) == (401, {"status": 401, "error": "Unauthorized"})

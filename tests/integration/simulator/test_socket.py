@@ -11,7 +11,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from tests.helpers import wait_for
-from tests.integration.simulator.wire import raw_handshake
+from tests.integration.simulator.wire import raw_handshake, raw_subscriber
 from worker.simulator import Simulator
 
 RAW_401 = b"HTTP/1.1 401 Unauthorized\r\n\r\n"
@@ -27,6 +27,8 @@ def _target(path: str, **query: str) -> str:
         ("wrong path", "/ws/event", {"event": "messages.upsert", "token": "{token}"}),
         ("trailing slash", "/ws/events/", {"event": "messages.upsert", "token": "{token}"}),
         ("root path", "/", {"event": "messages.upsert", "token": "{token}"}),
+        ("escaped path", "/ws/%65vents", {"event": "messages.upsert", "token": "{token}"}),
+        ("double slash", "/ws//events", {"event": "messages.upsert", "token": "{token}"}),
         (
             "rest path",
             "/message/sendText/shop-bot",
@@ -190,3 +192,14 @@ async def test_generated_events_arrive_for_every_sent_event(sim: Simulator) -> N
     finally:
         for ws in sockets.values():
             await ws.close()
+
+
+async def test_dot_segments_resolve_as_in_a_browser_url(sim: Simulator) -> None:
+    # Upstream reads new URL(req.url).pathname, which resolves "/ws/./events".
+    token = sim.instance("shop-bot").token
+    target = _target("/ws/./events", event="chats.update", token=token)
+    _, writer = await raw_subscriber(sim.port, target)  # asserts the 101
+    try:
+        await sim.wait_subscribed("shop-bot", "chats.update")
+    finally:
+        writer.close()

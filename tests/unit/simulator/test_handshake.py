@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from worker.simulator import tokens
-from worker.simulator.socket import Admission, Refusal, check_handshake
+from worker.simulator.socket import Admission, Refusal, check_handshake, url_pathname
 
 TOKEN = tokens.sign({"instanceName": "shop-bot", "apiName": "whatsapp-api", "exp": 10}, "s")
 
@@ -48,3 +48,21 @@ def test_token_without_instance_name_gets_upstreams_undefined_key() -> None:
 )
 def test_refusals_say_why(kwargs: dict[str, object], reason: str) -> None:
     assert check(**kwargs) == Refusal(reason)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "pathname"),
+    [
+        ("/ws/events", "/ws/events"),
+        ("/ws/./events", "/ws/events"),
+        ("/ws/x/../events", "/ws/events"),
+        ("/ws/%2e/events", "/ws/events"),
+        ("/ws/%65vents", "/ws/%65vents"),
+        ("/ws//events", "/ws//events"),
+        ("/ws/events/", "/ws/events/"),
+        ("/ws/events/.", "/ws/events/"),
+        ("/../ws/events", "/ws/events"),
+    ],
+)
+def test_pathname_follows_the_whatwg_url_parser(raw: str, pathname: str) -> None:
+    assert url_pathname(raw) == pathname

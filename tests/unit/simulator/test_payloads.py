@@ -161,3 +161,10 @@ def test_qrcode_keeps_upstreams_paring_code_spelling() -> None:
     assert any("paringCode" in c for c in codes)
     assert all(c["base64"].startswith("data:image/png;base64,") for c in codes)
     assert all(c["code"].startswith("2@") for c in codes)
+
+
+def test_received_message_ids_come_from_ios_web_and_android_senders() -> None:
+    rows = _all(PayloadFactory("i", 1, seed=4))
+    assert {r["device"] for r in rows} == {"ios", "web", "android"}
+    for row in rows:
+        assert device_of(str(row["keyId"])) == row["device"]
