@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.rules.durations import humanize_seconds
-from worker.rules.expressions import Condition, EvaluationError, Missing, Template
+from worker.rules.expressions import (
+    Condition,
+    EvaluationError,
+    Missing,
+    Template,
+    template_context,
+)
 from worker.rules.model import ActionSpec, Rule, RuleBundle
 from worker.rules.normalise import UnknownEvent, normalise
 from worker.rules.records import (
@@ -30,7 +36,44 @@ from worker.rules.records import (
 )
 
 MESSAGE_EVENTS = ("messages.upsert", "send.message")
-_MISSING = object()
+#: What a condition over event data can raise besides EvaluationError: a rule that
+#: compares text with a number fails for that event (an "error" trace), never the worker.
+_RUNTIME_ERRORS = (
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    KeyError,
+    IndexError,
+    AttributeError,
+)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+_OWN_SEND = "not msg.is_own_send (an echo of a zapflow send)"
+_FROM_ME = "not msg.from_me (set from_me: allow to opt in)"
+_BROADCAST = 'msg.chat != "status@broadcast"'
+
+
+def _message_guard(view: Mapping[str, Any]) -> str | None:
+    """Why message rules must not see this event, or None.
+
+    Loop safety: the gateway echoes every send as ``messages.upsert`` with ``keyFromMe``
+    (twice for text), so rules never see from_me messages unless they opt in, and never
+    see echoes of zapflow's own sends at all. Status broadcasts are not chats.
+    """
+    if view["event"] not in MESSAGE_EVENTS:
+        return None
+    msg = view["msg"]
+    if msg["is_own_send"]:
+        return _OWN_SEND
+    if msg["from_me"]:
+        return _FROM_ME
+    if msg["chat"] == "status@broadcast":
+        return _BROADCAST
+    return None
 
 
 class _State:
@@ -101,13 +144,28 @@ def evaluate(
     if not rules:
         return result
     run = _Run(bundle, state, result, now)
+    guard = _message_guard(view)
+    append = result._trace.append  # the compact form, see Evaluation.trace
     for rule in rules:
+        if guard is not None and (guard is not _FROM_ME or not rule.allow_from_me):
+            append((rule.id, guard))
+            continue
         try:
-            run.rule(rule, view)
+            when = rule.when
+            if when is not None and rule.for_s is None:
+                # The hot path: most rules do not match most events. The values the
+                # condition saw are only worked out if someone reads the trace.
+                failed = when.test(view)
+                if failed is not None:
+                    append((rule.id, failed, view))
+                    continue
+                run.after_when(rule, view)
+            else:
+                run.rule(rule, view)
         except EvaluationError as exc:
-            result.trace.append(
-                RuleTrace(rule.id, "error", reason="evaluation", condition=str(exc))
-            )
+            append(RuleTrace(rule.id, "error", reason="evaluation", condition=str(exc)))
+        except _RUNTIME_ERRORS as exc:  # e.g. comparing text with a number
+            append(RuleTrace(rule.id, "error", reason="evaluation", condition=_describe(exc)))
     return result
 
 
@@ -129,11 +187,20 @@ def fire_due(bundle: RuleBundle, state: Mapping[str, Any], now: datetime) -> Eva
             continue
         if not isinstance(value, dict):
             continue
+        if (kind == "a" and rule.for_s is None) or (kind == "w" and rule.window is None):
+            result.changes[key] = None  # the rule no longer keeps this kind of state
+            continue
         if kind == "a" and value.get("phase") == "pending" and value.get("due", 0) <= now_ts:
             try:
                 run.fire_pending(rule, key, rule_key, value)
             except EvaluationError as exc:
-                result.trace.append(RuleTrace(rule.id, "error", reason="timer", condition=str(exc)))
+                result._trace.append(
+                    RuleTrace(rule.id, "error", reason="timer", condition=str(exc))
+                )
+            except _RUNTIME_ERRORS as exc:
+                result._trace.append(
+                    RuleTrace(rule.id, "error", reason="timer", condition=_describe(exc))
+                )
         elif kind == "w" and rule.window is not None:
             if not any(t > now_ts - rule.window.within_s for t in value.get("ts", [])):
                 result.changes[key] = None
@@ -157,51 +224,44 @@ class _Run:
         self.out = out
         self.now = now
         self.now_ts = _ts(now)
+        self._created_at: str | None = None
+
+    @property
+    def created_at(self) -> str:
+        if self._created_at is None:
+            self._created_at = rfc3339(self.now)
+        return self._created_at
 
     def trace(self, rule: Rule, outcome: str, **kw: Any) -> None:
-        self.out.trace.append(RuleTrace(rule.id, outcome, **kw))  # type: ignore[arg-type]
+        self.out._trace.append(RuleTrace(rule.id, outcome, **kw))  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- one rule
 
     def rule(self, rule: Rule, view: dict[str, Any]) -> None:
-        if view["event"] in MESSAGE_EVENTS:
-            msg = view["msg"]
-            if msg["is_own_send"]:
-                self.trace(
-                    rule,
-                    "not_matched",
-                    reason="guard",
-                    condition="not msg.is_own_send (an echo of a zapflow send)",
-                )
-                return
-            if msg["from_me"] and not rule.allow_from_me:
-                self.trace(
-                    rule,
-                    "not_matched",
-                    reason="guard",
-                    condition="not msg.from_me (set from_me: allow to opt in)",
-                )
-                return
-            if msg["chat"] == "status@broadcast":
-                self.trace(
-                    rule, "not_matched", reason="guard", condition='msg.chat != "status@broadcast"'
-                )
-                return
-        key = _key(rule.key, view)
-        if rule.for_s is not None and self.resolve(rule, view, key):
+        if rule.for_s is not None and self.resolve(rule, view, _key(rule.key, view)):
             return
         if rule.when is not None:
             failed = rule.when.test(view)
             if failed is not None:
-                self.trace(
-                    rule,
-                    "not_matched",
-                    reason="condition",
-                    condition=failed.source,
-                    values=failed.seen(view),
-                    key=key,
+                # The hot path: most rules do not match most events. The values the
+                # condition saw are only worked out if someone reads the trace.
+                self.out._trace.append(
+                    RuleTrace(
+                        rule.id,
+                        "not_matched",
+                        "condition",
+                        None,
+                        failed.source,
+                        None,
+                        seen=(failed, view),
+                    )
                 )
                 return
+        self.after_when(rule, view)
+
+    def after_when(self, rule: Rule, view: dict[str, Any]) -> None:
+        """The rule's condition held: apply for_each, the state primitives and fire."""
+        key = _key(rule.key, view)
         if rule.for_each is None:
             self.matched(rule, view, key, None, None)
             return
@@ -467,10 +527,10 @@ class _Run:
     def context(
         self, rule: Rule, view: Mapping[str, Any], item: object, window: object
     ) -> dict[str, Any]:
-        context = dict(view)
+        context = template_context(view)
         context["vars"] = self.bundle.vars
         context["rule"] = {"id": rule.id, "description": rule.description}
-        context["now"] = rfc3339(self.now)
+        context["now"] = self.created_at
         if item is not None:
             context["item"] = item
         if window is not None:
@@ -486,7 +546,7 @@ class _Run:
         item_id: str | None,
         phase: Phase,
     ) -> list[ActionRecord]:
-        created = rfc3339(self.now)
+        created = self.created_at
         instance = str(context.get("instance") or "")
         records = []
         for index, action in enumerate(actions):

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import re2
@@ -502,14 +503,24 @@ def parse_expression(source: str) -> nodes.Expr:
 class _ConditionCompiler:
     """Translates a Jinja2 expression tree into Python source over safe helpers."""
 
-    def __init__(self, vars_: Mapping[str, Any], names: frozenset[str] | None) -> None:
+    def __init__(
+        self,
+        vars_: Mapping[str, Any],
+        names: frozenset[str] | None,
+        present: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.vars = vars_
         self.names = names
-        self.consts: list[object] = []
+        #: (namespace, field) pairs every view the condition sees is known to have, read
+        #: by plain indexing instead of the defensive lookup
+        self.present = present
+        self.consts: dict[str, object] = {}
+        self.prefix = f"K{next(_CONST_IDS)}_"
 
     def const(self, value: object) -> str:
-        self.consts.append(value)
-        return f"K{len(self.consts) - 1}"
+        name = f"{self.prefix}{len(self.consts)}"
+        self.consts[name] = value
+        return name
 
     def fail(self, message: str, node: nodes.Node) -> ExpressionError:
         return ExpressionError(message, getattr(node, "lineno", 1) or 1)
@@ -579,6 +590,13 @@ class _ConditionCompiler:
                 raise self.fail(f"unknown name '{node.name}'{suggest(node.name, self.names)}", node)
             return f"C.get({node.name!r}, {self.const(Missing(node.name))})"
         if isinstance(node, nodes.Getattr):
+            base = node.node
+            if (
+                isinstance(base, nodes.Name)
+                and (base.name, node.attr) in self.present
+                and (self.names is None or base.name in self.names)
+            ):
+                return f"C[{base.name!r}][{node.attr!r}]"
             return f"_ga({self.expr(node.node)}, {node.attr!r})"
         if isinstance(node, nodes.Getitem):
             if isinstance(node.arg, nodes.Slice):
@@ -682,6 +700,8 @@ class _ConditionCompiler:
         return f"_call({self.expr(node.node.node)}, {method!r}{args})"
 
 
+_CONST_IDS = itertools.count()
+
 _HELPERS: Final[dict[str, object]] = {
     "_ga": _ga,
     "_gi": _gi,
@@ -692,6 +712,11 @@ _HELPERS: Final[dict[str, object]] = {
     "isinstance": isinstance,
     "__builtins__": {},
 }
+
+
+def condition_helpers() -> dict[str, object]:
+    """The names compiled conditions may call (and nothing else: no builtins)."""
+    return dict(_HELPERS)
 
 
 def references(node: nodes.Node) -> list[tuple[tuple[str, ...], int]]:
@@ -741,6 +766,10 @@ class Condition:
     fn: Callable[[Mapping[str, Any]], Any]
     #: dotted paths the condition reads, shown in traces when it does not match
     paths: tuple[str, ...]
+    #: the Python expression ``fn`` evaluates (over ``C``, the view) and its constants,
+    #: so that a tree of conditions can be fused into one function
+    body: str = "None"
+    namespace: Mapping[str, object] = field(default_factory=dict)
 
     def seen(self, view: Mapping[str, Any]) -> dict[str, Any]:
         """The values the condition saw, for a trace."""
@@ -754,7 +783,10 @@ class Condition:
 
 
 def compile_condition(
-    source: str, vars_: Mapping[str, Any] | None = None, names: Iterable[str] | None = None
+    source: str,
+    vars_: Mapping[str, Any] | None = None,
+    names: Iterable[str] | None = None,
+    present: Iterable[tuple[str, str]] = (),
 ) -> Condition:
     """Compile a ``when:`` expression once.
 
@@ -762,19 +794,23 @@ def compile_condition(
         source: the expression, Jinja2 syntax without ``{{ }}``.
         vars_: the bundle's ``vars``; ``vars.x`` is folded into a constant.
         names: the top-level names the expression may use (None: any).
+        present: ``(namespace, field)`` pairs every view is guaranteed to have (the
+            documented fields of the rule's events); read without the defensive lookup.
 
     Raises:
         ExpressionError: syntax errors, unknown names, filters, tests, methods or vars,
             disallowed constructs, invalid regular expressions.
     """
     tree = parse_expression(source)
-    compiler = _ConditionCompiler(vars_ or {}, frozenset(names) if names is not None else None)
+    compiler = _ConditionCompiler(
+        vars_ or {}, frozenset(names) if names is not None else None, frozenset(present)
+    )
     body = compiler.expr(tree)
     namespace: dict[str, object] = dict(_HELPERS)
-    namespace.update({f"K{i}": v for i, v in enumerate(compiler.consts)})
-    fn = eval(f"lambda C: {body}", namespace)
+    namespace.update(compiler.consts)
+    fn = eval(f"lambda C: {body}", namespace)  # source built from whitelisted nodes only
     paths = tuple(dict.fromkeys(".".join(p) for p, _ in references(tree) if p[0] != "vars"))
-    return Condition(source=source, fn=fn, paths=paths)
+    return Condition(source=source, fn=fn, paths=paths, body=body, namespace=dict(compiler.consts))
 
 
 # ------------------------------------------------------------------------ templates
@@ -820,6 +856,11 @@ TEMPLATE_ENV: Final = _make_template_env()
 _PARSE_ENV: Final = TEMPLATE_ENV
 
 
+def template_context(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A render context: the template globals (``range``, ``dict``, …) plus ``values``."""
+    return {**TEMPLATE_ENV.globals, **values}
+
+
 def is_template(text: str) -> bool:
     """True when a string holds Jinja markup and must be rendered."""
     return "{{" in text or "{%" in text or "{#" in text
@@ -862,17 +903,80 @@ def template_tree(source: str) -> nodes.Template:
     return tree
 
 
+def _simple_template(tree: nodes.Template) -> Callable[[Mapping[str, Any]], str] | None:
+    """A fast renderer for templates that are text and ``{{ expression }}`` parts only.
+
+    Most action templates are like ``"{{ instance }} caiu {{ window.count }} vezes"``;
+    rendering them through Jinja costs a context object per call. When every part is an
+    expression the condition compiler accepts, the template becomes one Python function
+    with the same meaning (strict undefined, ``None`` as ``""``). Anything else (blocks,
+    Jinja-only filters) renders through Jinja.
+    """
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[str] = []
+    compiler = _ConditionCompiler({}, None)
+    try:
+        for node in tree.body[0].nodes:
+            if isinstance(node, nodes.TemplateData):
+                parts.append(compiler.const(node.data))
+            else:
+                parts.append(f"_show({compiler.expr(node)})")
+    except ExpressionError:
+        return None
+    namespace: dict[str, object] = dict(_HELPERS)
+    namespace["_show"] = _show
+    namespace.update(compiler.consts)
+    body = "''.join((" + "".join(p + ", " for p in parts) + "))"
+    return eval(f"lambda C: {body}", namespace)  # type: ignore[no-any-return]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return str(value)  # a Missing value raises here, as StrictUndefined does
+
+
 def compile_template(source: str) -> Template:
     """Compile a template string once; raises ExpressionError like :func:`template_tree`."""
-    template_tree(source)
+    tree = template_tree(source)
+    simple = _simple_template(tree)
+    if simple is not None:
+        fast = simple
+
+        def render_simple(context: Mapping[str, Any]) -> str:
+            try:
+                return fast(context)
+            except EvaluationError:
+                raise
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+                raise EvaluationError(f"{type(exc).__name__}: {exc}") from None
+
+        return Template(source=source, render=render_simple)
     try:
         compiled = TEMPLATE_ENV.from_string(source)
     except TemplateSyntaxError as exc:  # pragma: no cover - parse above catches these
         raise ExpressionError(f"syntax error in template: {exc.message}", exc.lineno) from None
 
+    root = compiled.root_render_func
+    concat = TEMPLATE_ENV.concat
+
     def render(context: Mapping[str, Any]) -> str:
+        # ``Template.render`` copies the context and merges the globals on every call,
+        # which is most of its cost; the engine builds one context per firing that
+        # already holds the globals (see ``template_context``), shared by its templates.
+        if "range" not in context:
+            context = template_context(context)
         try:
-            return compiled.render(context)
+            return concat(
+                root(
+                    compiled.new_context(
+                        dict(context) if not isinstance(context, dict) else context, shared=True
+                    )
+                )
+            )
         except EvaluationError:
             raise
         except TemplateError as exc:

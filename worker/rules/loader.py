@@ -50,6 +50,7 @@ from worker.rules.model import (
     Channel,
     CondNode,
     Diagnostic,
+    Fused,
     Leaf,
     NoneOf,
     Rule,
@@ -682,10 +683,6 @@ class _BundleBuilder:
 # ------------------------------------------------------------------------ one rule
 
 
-def _sample_views(events: Iterable[str]) -> dict[str, dict[str, Any]]:
-    return {e: normalise(sample_envelope(e)) for e in events}
-
-
 _SAMPLE_CACHE: dict[str, dict[str, Any]] = {}
 
 
@@ -769,6 +766,9 @@ class _RuleCompiler:
         if not self.events:
             return None
         when = self.read_condition(("when",), raw["when"]) if "when" in raw else None
+        if when is not None:
+            when = Fused(when)
+            self.try_on_samples(("when",), when)
         key = self.read_key(("key",), raw.get("key")) if "key" in raw else self.default_key()
         for_each = None
         if "for_each" in raw:
@@ -778,6 +778,12 @@ class _RuleCompiler:
         for_s = None
         if "for" in raw:
             for_s = self.read_duration(("for",), raw["for"])
+            if "for_each" in raw:
+                self.error(
+                    ("for",),
+                    "'for' cannot be combined with 'for_each' (an alert is about one key, "
+                    "not one list element); split the rule",
+                )
         resolve_when = None
         if "resolve_when" in raw:
             if "for" not in raw:
@@ -786,6 +792,8 @@ class _RuleCompiler:
                     "'resolve_when' needs 'for' (an alert that waits, then resolves)",
                 )
             resolve_when = self.read_condition(("resolve_when",), raw["resolve_when"])
+            if resolve_when is not None:
+                resolve_when = Fused(resolve_when)
         active = self.read_interval_names("active_during", raw.get("active_during"))
         mute = self.read_interval_names("mute_during", raw.get("mute_during"))
         inhibited = raw.get("inhibited_by", [])
@@ -834,6 +842,24 @@ class _RuleCompiler:
         )
         self.risk_warnings(rule, raw)
         return rule
+
+    def try_on_samples(self, sub: _Path, condition: CondNode) -> None:
+        """Warn when a condition cannot even run on a sample of its events.
+
+        A missing ``data`` field is normal (samples do not have every optional field);
+        comparing text with a number is not, and would fail on every real event too.
+        """
+        for event in self.events:
+            try:
+                condition.test(_sample_view(event))
+            except EvaluationError:
+                continue
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                self.warn(
+                    sub,
+                    f"condition fails on a sample {event} event: {type(exc).__name__}: {exc}",
+                )
+                return
 
     def risk_warnings(self, rule: Rule, raw: Mapping[str, Any]) -> None:
         sends = any(a.kind == "whatsapp.send_text" for a in rule.actions)
@@ -900,6 +926,11 @@ class _RuleCompiler:
         elif spaces == {"group"}:
             parts.append("group.id")
         return tuple(compile_condition(p, self.bundle.vars) for p in parts)
+
+    def present_fields(self) -> frozenset[tuple[str, str]]:
+        """(namespace, field) pairs every view of the rule's events has."""
+        sets = [{(NAMESPACES[e][0], f) for f in NAMESPACES[e][1]} for e in self.events]
+        return frozenset(set.intersection(*sets)) if sets else frozenset()
 
     def names_for(self, extras: Iterable[str]) -> set[str]:
         names = set(COMMON_FIELDS) | {"vars"} | set(extras)
@@ -986,7 +1017,7 @@ class _RuleCompiler:
         if not self.check_refs(sub, references(tree), extras):
             return None
         try:
-            return compile_condition(source, self.bundle.vars)
+            return compile_condition(source, self.bundle.vars, present=self.present_fields())
         except ExpressionError as exc:
             self.error(sub, exc.message, line_offset=exc.line - 1)
             return None
@@ -1162,7 +1193,8 @@ class _RuleCompiler:
             self.error(("window",), "window needs 'within' (e.g. 10m)")
             return None
         within = self.read_duration(("window", "within"), value["within"])
-        key = self.read_key(("window", "key"), value["key"]) if "key" in value else None
+        extras = ("item",) if "for_each" in self.raw else ()  # type: ignore[operator]
+        key = self.read_key(("window", "key"), value["key"], extras) if "key" in value else None
         if count is None or within is None:
             return None
         return Window(count, within, key)

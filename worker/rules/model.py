@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from worker.rules.expressions import Condition
+from worker.rules.expressions import Condition, condition_helpers
 from worker.rules.intervals import TimeInterval
 
 Severity = Literal["error", "warning"]
@@ -64,7 +65,7 @@ class CondNode:
 class Leaf(CondNode):
     condition: Condition
 
-    @property
+    @functools.cached_property
     def source(self) -> str:  # type: ignore[override]
         return self.condition.source
 
@@ -79,7 +80,7 @@ class Leaf(CondNode):
 class AllOf(CondNode):
     items: tuple[CondNode, ...]
 
-    @property
+    @functools.cached_property
     def source(self) -> str:  # type: ignore[override]
         return "all of [" + ", ".join(i.source for i in self.items) + "]"
 
@@ -101,7 +102,7 @@ class AllOf(CondNode):
 class AnyOf(CondNode):
     items: tuple[CondNode, ...]
 
-    @property
+    @functools.cached_property
     def source(self) -> str:  # type: ignore[override]
         return "any of [" + ", ".join(i.source for i in self.items) + "]"
 
@@ -124,7 +125,7 @@ class NoneOf(CondNode):
 
     items: tuple[CondNode, ...]
 
-    @property
+    @functools.cached_property
     def source(self) -> str:  # type: ignore[override]
         inner = ", ".join(i.source for i in self.items)
         return f"not ({inner})" if len(self.items) == 1 else f"none of [{inner}]"
@@ -140,6 +141,59 @@ class NoneOf(CondNode):
         for item in self.items:
             out.update(item.seen(view))
         return out
+
+
+class Fused(CondNode):
+    """A whole condition tree compiled into one Python function.
+
+    ``test`` returns the same failing node the tree would, but runs the leaves' compiled
+    expressions inline instead of one call per node: most rules do not match most events,
+    so this is the engine's hottest path.
+    """
+
+    def __init__(self, tree: CondNode) -> None:
+        self.tree = tree
+        namespace: dict[str, object] = dict(condition_helpers())
+        lines: list[str] = []
+        _fuse_checks(tree, lines, namespace)
+        source = (
+            "def _test(C):\n" + "".join(f"    {line}\n" for line in lines) + "    return None\n"
+        )
+        exec(source, namespace)  # source built from compiled, whitelisted leaves only
+        self._fn: Callable[[Mapping[str, Any]], CondNode | None] = namespace["_test"]  # type: ignore[assignment]
+
+    @functools.cached_property
+    def source(self) -> str:  # type: ignore[override]
+        return self.tree.source
+
+    def test(self, view: Mapping[str, Any]) -> CondNode | None:
+        return self._fn(view)
+
+    def seen(self, view: Mapping[str, Any]) -> dict[str, Any]:
+        return self.tree.seen(view)
+
+
+def _fuse_holds(node: CondNode, namespace: dict[str, object]) -> str:
+    if isinstance(node, Leaf):
+        namespace.update(node.condition.namespace)
+        return f"({node.condition.body})"
+    if isinstance(node, AllOf):
+        return "(" + " and ".join(_fuse_holds(i, namespace) for i in node.items) + ")"
+    if isinstance(node, AnyOf):
+        return "(" + " or ".join(_fuse_holds(i, namespace) for i in node.items) + ")"
+    if isinstance(node, NoneOf):
+        return "(not (" + " or ".join(_fuse_holds(i, namespace) for i in node.items) + "))"
+    raise TypeError(f"cannot fuse {type(node).__name__}")
+
+
+def _fuse_checks(node: CondNode, lines: list[str], namespace: dict[str, object]) -> None:
+    if isinstance(node, AllOf):
+        for item in node.items:
+            _fuse_checks(item, lines, namespace)
+        return
+    name = f"_F{len(lines)}"
+    namespace[name] = node
+    lines.append(f"if not {_fuse_holds(node, namespace)}: return {name}")
 
 
 # --------------------------------------------------------------------------- actions

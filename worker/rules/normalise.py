@@ -218,6 +218,8 @@ def _is_group_jid(jid: object) -> bool:
 
 
 def _dict(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without the slower ABC check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 

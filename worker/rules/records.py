@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -82,26 +82,93 @@ class ActionRecord:
         )
 
 
-@dataclass(frozen=True)
 class RuleTrace:
-    """What one rule decided for one event (or timer), for explain, logs and metrics."""
+    """What one rule decided for one event (or timer), for explain, logs and metrics.
 
-    rule_id: str
-    outcome: Outcome
-    #: suppressed: throttle, window, quiet_hours, inhibited, shadow, pending, firing;
-    #: not_matched: guard or condition; resolved: resolved or cancelled; error: the stage
-    reason: str | None = None
-    #: suppressed/pending until when, if known
-    until: datetime | None = None
-    #: the condition that failed (not_matched) or the error message (error)
-    condition: str | None = None
-    #: the values the failed condition saw
-    values: Mapping[str, Any] | None = None
-    key: str | None = None
-    item: str | None = None
-    actions: int = 0
-    detail: str | None = None
-    phase: Phase = "fire"
+    A plain class with slots rather than a frozen dataclass: the engine makes one per rule
+    per event, tens of thousands a second, and the values a failed condition saw are only
+    worked out when someone reads :attr:`values`.
+    """
+
+    __slots__ = (
+        "_seen",
+        "_values",
+        "actions",
+        "condition",
+        "detail",
+        "item",
+        "key",
+        "outcome",
+        "phase",
+        "reason",
+        "rule_id",
+        "until",
+    )
+
+    def __init__(  # noqa: PLR0917 - positional in the hot path, keywords elsewhere
+        self,
+        rule_id: str,
+        outcome: Outcome,
+        reason: str | None = None,
+        until: datetime | None = None,
+        condition: str | None = None,
+        values: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        item: str | None = None,
+        actions: int = 0,
+        detail: str | None = None,
+        phase: Phase = "fire",
+        seen: tuple[Any, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.rule_id = rule_id
+        #: matched, not_matched, suppressed, pending, resolved or error
+        self.outcome = outcome
+        #: suppressed: throttle, window, quiet_hours, inhibited, shadow, pending, firing;
+        #: not_matched: guard, condition or for_each; resolved: resolved or cancelled
+        self.reason = reason
+        #: suppressed/pending until when, if known
+        self.until = until
+        #: the condition that failed (not_matched) or the error message (error)
+        self.condition = condition
+        self._values = values
+        self._seen = seen
+        self.key = key
+        self.item = item
+        self.actions = actions
+        self.detail = detail
+        self.phase: Phase = phase
+
+    @property
+    def values(self) -> Mapping[str, Any] | None:
+        """The values the failed condition saw (computed on first use)."""
+        if self._values is None and self._seen is not None:
+            node, view = self._seen
+            self._values = node.seen(view)
+            self._seen = None
+        return self._values
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "until": rfc3339(self.until) if self.until else None,
+            "condition": self.condition,
+            "values": self.values,
+            "key": self.key,
+            "item": self.item,
+            "actions": self.actions,
+            "detail": self.detail,
+            "phase": self.phase,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuleTrace) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RuleTrace({self.rule_id!r}, {self.describe()!r})"
 
     def describe(self) -> str:
         """One readable line, e.g. ``suppressed (throttle) until 2026-…``."""
@@ -116,21 +183,70 @@ class RuleTrace:
             text += f": {self.detail}"
         if self.condition:
             text += f": {self.condition}"
-        if self.values:
-            shown = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        values = self.values
+        if values:
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
             text += f" — saw {shown}"
         if self.outcome == "matched":
             text += f" → {self.actions} action{'s' if self.actions != 1 else ''}"
         return text
 
 
-@dataclass
 class Evaluation:
     """The result of :func:`evaluate` or :func:`fire_due`."""
 
-    actions: list[ActionRecord] = field(default_factory=list)
-    #: state writes; None deletes the key
-    changes: dict[str, Any | None] = field(default_factory=dict)
-    trace: list[RuleTrace] = field(default_factory=list)
-    #: the normalised view of the event (None for fire_due)
-    view: Mapping[str, Any] | None = None
+    __slots__ = ("_trace", "actions", "changes", "view")
+
+    def __init__(
+        self,
+        actions: list[ActionRecord] | None = None,
+        changes: dict[str, Any | None] | None = None,
+        trace: list[RuleTrace] | None = None,
+        view: Mapping[str, Any] | None = None,
+    ) -> None:
+        #: action records of active rules, in rule order
+        self.actions: list[ActionRecord] = actions if actions is not None else []
+        #: state writes; None deletes the key
+        self.changes: dict[str, Any | None] = changes if changes is not None else {}
+        #: the normalised view of the event (None for fire_due)
+        self.view = view
+        # Traces, some still as compact tuples for the common "not matched" case: built
+        # into RuleTrace objects only when read, since most evaluations are never explained.
+        self._trace: list[Any] = list(trace) if trace is not None else []
+
+    @property
+    def trace(self) -> list[RuleTrace]:
+        """One entry per rule considered (per item for ``for_each``), in rule order."""
+        entries = self._trace
+        for index, entry in enumerate(entries):
+            if type(entry) is tuple:
+                if len(entry) == 3:
+                    rule_id, failed, view = entry
+                    entries[index] = RuleTrace(
+                        rule_id,
+                        "not_matched",
+                        "condition",
+                        None,
+                        failed.source,
+                        seen=(failed, view),
+                    )
+                else:
+                    rule_id, guard = entry
+                    entries[index] = RuleTrace(rule_id, "not_matched", "guard", None, guard)
+        return entries
+
+    def outcomes(self) -> Iterator[tuple[str, str, str | None]]:
+        """``(rule_id, outcome, reason)`` per trace entry, without building the entries.
+
+        For per-rule metrics on every event, where the full trace is not needed.
+        """
+        for entry in self._trace:
+            if type(entry) is tuple:
+                yield entry[0], "not_matched", "condition" if len(entry) == 3 else "guard"
+            else:
+                yield entry.rule_id, entry.outcome, entry.reason
+
+    def __repr__(self) -> str:
+        return (
+            f"Evaluation(actions={self.actions!r}, changes={self.changes!r}, trace={self.trace!r})"
+        )

@@ -483,3 +483,66 @@ def test_state_is_read_only_and_keys_start_with_the_rule_id(make_bundle: Make) -
 def test_naive_now_is_refused(make_bundle: Make) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         fire_due(reply_bundle(make_bundle), {}, datetime(2026, 1, 1))
+
+
+def test_outcomes_summarise_the_trace_without_building_it(make_bundle: Make) -> None:
+    bundle = make_bundle(
+        """
+        rules:
+          - id: texts
+            on: messages.upsert
+            when: msg.kind == "text"
+            throttle: none
+            actions: [{log: {message: hi}}]
+          - id: images
+            on: messages.upsert
+            when: msg.kind == "image"
+            actions: [{log: {message: hi}}]
+        """
+    )
+    ev = evaluate(bundle, {}, envelope("messages.upsert", dm()), T0)
+    assert list(ev.outcomes()) == [
+        ("texts", "matched", None),
+        ("images", "not_matched", "condition"),
+    ]
+    own = evaluate(bundle, {}, envelope("messages.upsert", dm(keyFromMe=True)), T0)
+    assert [o[2] for o in own.outcomes()] == ["guard", "guard"]
+    assert [t.describe() for t in ev.trace] == [
+        "matched → 1 action",
+        "not matched (condition): msg.kind == \"image\" — saw msg.kind='text'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("msg.text > 5", "TypeError: '>' not supported between instances of 'str' and 'int'"),
+        ("1 / (msg.text | length - 2) > 0", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_condition_that_fails_on_the_data_is_an_error_trace_not_a_crash(
+    make_bundle: Make, condition: str, message: str
+) -> None:
+    bundle = make_bundle(
+        f"""
+        rules:
+          - id: r
+            on: messages.upsert
+            when: "{condition}"
+            actions: [{{log: {{message: hi}}}}]
+        """
+    )
+    (trace,) = evaluate(bundle, {}, envelope("messages.upsert", dm("oi")), T0).trace
+    assert (trace.outcome, trace.condition) == ("error", message)
+
+
+def test_fire_due_drops_state_a_changed_rule_no_longer_keeps(make_bundle: Make) -> None:
+    bundle = reply_bundle(make_bundle, "throttle: none")
+    state = {
+        "reply|w|shop-bot|x": {"ts": [T0.timestamp()]},
+        "reply|a|shop-bot|x": {"phase": "firing", "since": 0},
+    }
+    assert fire_due(bundle, state, T0).changes == {
+        "reply|w|shop-bot|x": None,
+        "reply|a|shop-bot|x": None,
+    }

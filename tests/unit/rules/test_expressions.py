@@ -148,13 +148,20 @@ def test_templates_and_whatsapp_filters(source: str, expected: str) -> None:
 
 def test_templates_fail_loudly_on_a_missing_field() -> None:
     template = compile_template("Olá {{ msg.push_name }}")
-    with pytest.raises(EvaluationError, match="has no attribute 'push_name'"):
+    with pytest.raises(EvaluationError, match="'push_name' is undefined"):
         template.render(VIEW)
+    block = compile_template("{% if true %}Olá {{ msg.push_name }}{% endif %}")  # via Jinja
+    with pytest.raises(EvaluationError, match="has no attribute 'push_name'"):
+        block.render(VIEW)
 
 
 def test_templates_are_sandboxed() -> None:
-    with pytest.raises(EvaluationError, match="unsafe"):
+    # Simple templates only look up keys, so Python attributes do not exist for them ...
+    with pytest.raises(EvaluationError, match=r"'__class__\.__mro__' is undefined"):
         compile_template("{{ msg.text.__class__.__mro__ }}").render(VIEW)
+    # ... and templates rendered by Jinja run in its sandbox.
+    with pytest.raises(EvaluationError, match="unsafe"):
+        compile_template("{% if true %}{{ msg.text.__class__.__mro__ }}{% endif %}").render(VIEW)
 
 
 @pytest.mark.parametrize(

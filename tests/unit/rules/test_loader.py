@@ -106,6 +106,11 @@ rules:
             "    for_each: msg.mentions\n    key: [item]",
             "r.yaml:6:11: rule \"r\": unknown name 'item'",
         ),
+        (
+            "    for_each: msg.mentions\n    for: 1m",
+            "r.yaml:6:10: rule \"r\": 'for' cannot be combined with 'for_each' "
+            "(an alert is about one key, not one list element); split the rule",
+        ),
     ],
 )
 def test_rule_validation_errors(tmp_path: Path, body: str, expected: str) -> None:
@@ -227,4 +232,29 @@ def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
     ]
     assert [str(d) for d in check_bundle(tmp_path)[1]] == [
         f"{tmp_path}:1:1: no rule files (*.yaml, *.yml) found"
+    ]
+
+
+def test_state_key_space_follows_the_kafka_key() -> None:
+    bundle = load_bundle(SHIPPED)
+    assert [
+        bundle.state_key_space(e)
+        for e in ("messages.upsert", "presence.update", "group-participants.update", "call.upsert")
+    ] == ["chat", "chat", "group", "instance"]
+    assert [p.source for p in bundle.by_id["after-hours-reply"].key] == ["instance", "msg.chat"]
+    assert [p.source for p in bundle.by_id["group-welcome"].key] == ["instance", "group.id"]
+    assert [p.source for p in bundle.by_id["instance-down"].key] == ["instance"]
+
+
+def test_condition_that_cannot_run_on_a_sample_is_a_warning(tmp_path: Path) -> None:
+    text = """
+    rules:
+      - id: r
+        on: messages.upsert
+        when: msg.text > 5
+        actions: [{log: {message: hi}}]
+    """
+    assert diagnostics_for(tmp_path, text) == [
+        'r.yaml:5:11: rule "r": warning: condition fails on a sample messages.upsert event: '
+        "TypeError: '>' not supported between instances of 'str' and 'int'"
     ]

@@ -249,3 +249,15 @@ def test_unknown_event_is_rejected_with_the_valid_names() -> None:
     assert str(info.value).startswith(
         "unknown event 'messages.delete'; expected one of call.upsert, "
     )
+
+
+def test_every_field_is_documented_in_the_rule_guide() -> None:
+    from pathlib import Path
+
+    guide = (Path(__file__).parents[3] / "docs" / "rules.md").read_text(encoding="utf-8")
+    for event, (namespace, fields) in NAMESPACES.items():
+        assert f"`{event}`" in guide
+        for name in fields:
+            assert f"`{namespace}.{name}`" in guide
+    for name in PARTICIPANT_FIELDS:
+        assert f"| `{name}` |" in guide

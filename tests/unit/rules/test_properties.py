@@ -1,4 +1,4 @@
-"""Throttle and window semantics against simple reference models (hypothesis)."""
+"""Properties (hypothesis): throttle and window against reference models; odd payloads."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
-from tests.unit.rules.rules_helpers import Runner, conn
-from worker.rules import RuleBundle, load_bundle
+from tests.unit.rules.rules_helpers import T0, Runner, conn, envelope
+from worker.rules import RuleBundle, evaluate, load_bundle
+from worker.rules.normalise import NAMESPACES, normalise, sample_envelope
+from worker.rules.schema import view_schema
+
+SHIPPED_BUNDLE = load_bundle(Path(__file__).parents[3] / "rules")
 
 gaps = st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=40)
 
@@ -114,3 +119,75 @@ def test_throttle_never_fires_twice_within_its_period(
 ) -> None:
     fired = fired_at(bundles["throttle"], times_from(increments))
     assert all(b - a >= 300 for a, b in pairwise(fired))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+payload_keys = st.sampled_from(
+    [
+        "keyId",
+        "keyFromMe",
+        "keyRemoteJid",
+        "messageType",
+        "content",
+        "isGroup",
+        "info",
+        "state",
+        "statusReason",
+        "participants",
+        "action",
+        "id",
+        "author",
+        "presences",
+        "remoteJid",
+        "status",
+    ]
+)
+payloads = st.dictionaries(payload_keys, json_values, max_size=8) | st.lists(
+    st.dictionaries(payload_keys, json_values, max_size=5), max_size=2
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=st.sampled_from(sorted(NAMESPACES)), data=payloads)
+def test_any_payload_normalises_to_every_documented_field(event: str, data: object) -> None:
+    view = normalise(envelope(event, data))
+    namespace, fields = NAMESPACES[event]
+    assert set(view[namespace]) == set(fields)
+
+
+@settings(max_examples=100, deadline=None)
+@given(event=st.sampled_from(sorted(NAMESPACES)), data=payloads)
+def test_shipped_rules_never_raise_on_odd_payloads(event: str, data: object) -> None:
+    ev = evaluate(SHIPPED_BUNDLE, {}, envelope(event, data), T0)
+    for trace in ev.trace:
+        assert trace.outcome in (
+            "matched",
+            "not_matched",
+            "suppressed",
+            "pending",
+            "resolved",
+            "error",
+        )
+
+
+VALIDATORS = {event: Draft202012Validator(view_schema(event)) for event in NAMESPACES}
+
+
+@pytest.mark.parametrize("event", sorted(NAMESPACES))
+def test_sample_views_match_their_json_schema(event: str) -> None:
+    Draft202012Validator.check_schema(view_schema(event))
+    errors = list(VALIDATORS[event].iter_errors(normalise(sample_envelope(event))))
+    assert errors == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=st.sampled_from(sorted(NAMESPACES)), data=payloads)
+def test_views_of_any_payload_match_their_json_schema(event: str, data: object) -> None:
+    errors = list(VALIDATORS[event].iter_errors(normalise(envelope(event, data))))
+    assert [e.message for e in errors] == []

@@ -192,3 +192,28 @@ def test_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["rules", "check", str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == f"{tmp_path / 'bad' / 'r.yaml'}:3:9: rule \"r\": unknown event 'nope'"
+
+
+def test_explain_reads_the_envelope_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    envelope = sample_envelope("group-participants.update")
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(envelope)))
+    assert main(["rules", "explain", str(SHIPPED), "--at", "2026-11-25T20:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "event group-participants.update on shop-bot at 2026-11-25T20:00:00+00:00"
+    )
+    assert "  group-welcome: matched [item 204586724851231@lid] → 1 action" in out
+
+
+def test_explain_refuses_what_is_not_an_envelope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = write(tmp_path, "e.json", '{"state": "open"}')
+    assert main(["rules", "explain", str(SHIPPED), "--event", str(event)]) == 1
+    assert capsys.readouterr().err == (
+        f"zapflow: error: {event}: expected an envelope with at least 'event', 'instance' and 'data'\n"
+    )
