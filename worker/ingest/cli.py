@@ -45,6 +45,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from worker.cli import CommandError
     from worker.config import ConfigError, load_document
     from worker.ingest.config import ingest_config
+    from worker.ingest.discovery import DiscoveryError
     from worker.ingest.service import IngestService
 
     try:
@@ -85,5 +86,8 @@ def run_ingest(args: argparse.Namespace) -> int:
                 f"{stats.spool_depth} in the spool"
             )
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except DiscoveryError as exc:
+        raise CommandError(str(exc)) from None
     return 0

@@ -103,6 +103,12 @@ class IngestConfig:
     max_frame_bytes: int = 512 * 1024
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     summary_interval: float = 30.0
+    #: The gateway's global apikey (only used to discover instances).
+    apikey: Secret | None = None
+    #: Add every instance the gateway lists (GET /instance/fetchInstances) at start.
+    discover: bool = False
+    #: Events of discovered instances.
+    default_events: tuple[str, ...] = STREAMED_EVENTS
 
     @property
     def gateway_host(self) -> str:
@@ -273,13 +279,16 @@ def _kafka(section: ConfigSection) -> KafkaConfig:
     )
 
 
-def _instances(root: ConfigSection, default_events: tuple[str, ...]) -> tuple[InstanceConfig, ...]:
+def _instances(
+    root: ConfigSection, default_events: tuple[str, ...], discover: bool
+) -> tuple[InstanceConfig, ...]:
     sections = root.sections("instances")
-    if not sections:
+    if not sections and not discover:
         raise root.error(
             "instances",
             "no instances configured",
-            "add e.g. '- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:",
+            "add e.g. '- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:, "
+            "or set gateway.discover: true with gateway.apikey",
         )
     seen: set[str] = set()
     result = []
@@ -306,8 +315,16 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
     """
     root = document.root()
     gateway = root.section("gateway")
-    gateway.check_keys(("url",))
+    gateway.check_keys(("url", "apikey", "discover"))
     url = _gateway_url(gateway)
+    apikey = gateway.secret("apikey", None)
+    discover = gateway.boolean("discover", False)
+    if discover and apikey is None:
+        raise gateway.error(
+            "apikey",
+            "missing; discovering instances needs the gateway's global apikey",
+            "add apikey: ${env:CODECHAT_APIKEY} under gateway:",
+        )
     ing = root.section("ingest")
     ing.check_keys(
         (
@@ -317,7 +334,7 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
             "ping_timeout",
             "open_timeout",
             "resubscribe_after_silence",
-            "max_frame_bytes",
+            "max_frame_size",
             "spool",
             "summary_interval",
         )
@@ -348,18 +365,21 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
     if warn_ratio > 1.0:
         raise spool.error("warn_ratio", f"must be at most 1, found {warn_ratio:g}", "write 0.8")
     defaults = IngestConfig(gateway_url=url, instances=())
-    max_frame_bytes = ing.size("max_frame_bytes", defaults.max_frame_bytes, minimum=1024)
+    max_frame_bytes = ing.size("max_frame_size", defaults.max_frame_bytes, minimum=1024)
     if max_frame_bytes > MAX_FRAME_LIMIT:
         # Invalid frames are stored base64-encoded (4/3 larger) in one Kafka message,
         # and Kafka refuses messages over 1 MiB unless the broker is reconfigured.
         raise ing.error(
-            "max_frame_bytes",
+            "max_frame_size",
             f"must be at most {MAX_FRAME_LIMIT // 1024}KiB, found {max_frame_bytes} bytes",
             "Kafka's default message limit is 1MiB and invalid frames are kept in base64",
         )
     return IngestConfig(
         gateway_url=url,
-        instances=_instances(root, default_events),
+        instances=_instances(root, default_events, discover),
+        apikey=apikey,
+        discover=discover,
+        default_events=default_events,
         kafka=_kafka(root.section("kafka")),
         reconnect=policy,
         ping_interval=ing.duration("ping_interval", defaults.ping_interval, minimum=0.1),

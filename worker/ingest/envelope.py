@@ -81,10 +81,17 @@ class Subscriber:
         )
 
 
+_last_second: list[Any] = [None, ""]
+
+
 def format_received_at(epoch_ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-25T20:41:07.123Z``."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    # Thousands of frames share a second: format its date and time once.
+    if _last_second[0] != seconds:
+        _last_second[0] = seconds
+        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{_last_second[1]}.{millis:03d}Z"
 
 
 def parse_json(raw: bytes) -> Any:
@@ -133,7 +140,7 @@ def frame_to_record(
     Returns:
         A record for the event topic, or for the invalid topic if the frame is unusable.
     """
-    if isinstance(frame, bytes | bytearray | memoryview):
+    if not isinstance(frame, str):
         return invalid_record(
             subscriber,
             bytes(frame),

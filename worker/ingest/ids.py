@@ -7,6 +7,7 @@ the ULID "monotonic" variant, so ids from one generator are strictly increasing.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
 from typing import Final
@@ -17,18 +18,22 @@ _RANDOM_MAX: Final = (1 << _RANDOM_BITS) - 1
 _TIME_MAX: Final = (1 << 48) - 1
 
 
+_STANDARD_BASE32: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_TO_CROCKFORD: Final = bytes.maketrans(_STANDARD_BASE32, _ALPHABET.encode())
+
+
 def encode_ulid(epoch_ms: int, randomness: int) -> str:
     """The 26-character text of a ULID with this time and random part."""
     if not 0 <= epoch_ms <= _TIME_MAX:
         raise ValueError(f"time {epoch_ms} ms does not fit in 48 bits")
     if not 0 <= randomness <= _RANDOM_MAX:
         raise ValueError("random part does not fit in 80 bits")
-    value = (epoch_ms << _RANDOM_BITS) | randomness
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 base32 digits are 130 bits: the 128-bit value with two zero bits in front.
+    # The standard library's base32 works on 40-bit groups, so pad on the right to 160
+    # bits, encode, keep the first 26 digits and map them to Crockford's alphabet.
+    value = ((epoch_ms << _RANDOM_BITS) | randomness) << 30
+    digits = base64.b32encode(value.to_bytes(20, "big"))[:26]
+    return digits.translate(_TO_CROCKFORD).decode("ascii")
 
 
 def decode_ulid_time(ulid: str) -> int:

@@ -116,6 +116,29 @@ async def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
         await admin.close()
 
 
+class KeyPartitions:
+    """The partition of a key, exactly as aiokafka's default partitioner picks it.
+
+    Same murmur2 hash as the Java client and Faust, so consumers that partition state by
+    these keys agree with us; cached per key, because aiokafka's hash is pure Python and
+    the keys (instance, chat) repeat all the time.
+    """
+
+    def __init__(self, max_keys: int = 200_000) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+
+    def partition(self, key: bytes, count: int) -> int:
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            from aiokafka.partitioner import murmur2
+
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed % count
+
+
 class EventPipeline:
     """Accepts records from the subscriptions and gets them into Kafka, one way or another.
 
@@ -159,6 +182,8 @@ class EventPipeline:
         self._spool_full = False
         self._spool_warn_ratio = spool_warn_ratio
         self._producer_broken = False
+        self._partition_counts: dict[str, int] = {}
+        self._key_partitions = KeyPartitions()
         self.kafka_ready = asyncio.Event()
         stats.mode = SPOOLING
         self._sync_spool_stats()
@@ -315,6 +340,10 @@ class EventPipeline:
         producer = AIOKafkaProducer(**producer_settings(self._config))
         try:
             await producer.start()
+            # Fetch every topic's partitions now, so the first events do not wait for it
+            # (new topics need a moment before they have leaders).
+            for topic in self._topics:
+                self._partition_counts[topic] = len(await producer.partitions_for(topic))
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -336,8 +365,14 @@ class EventPipeline:
             await asyncio.wait_for(producer.stop(), 5.0)
 
     async def _send(self, record: KafkaRecord) -> asyncio.Future[Any]:
+        count = self._partition_counts.get(record.topic)
+        partition = self._key_partitions.partition(record.key, count) if count else None
         fut: asyncio.Future[Any] = await self._producer.send(
-            record.topic, record.value, key=record.key, headers=list(record.headers)
+            record.topic,
+            record.value,
+            key=record.key,
+            partition=partition,
+            headers=list(record.headers),
         )
         return fut
 

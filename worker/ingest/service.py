@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from worker.ingest.config import IngestConfig
+from worker.ingest.discovery import discover
 from worker.ingest.envelope import Subscriber
 from worker.ingest.ids import UlidGenerator
 from worker.ingest.producer import EventPipeline
@@ -35,16 +36,21 @@ def status_line(config: IngestConfig, kafka_reached: bool, spool_depth: int) -> 
     )
 
 
-def summary_line(stats: IngestStats, received_before: int, interval: float) -> str:
-    """The periodic one-line summary."""
+def summary_line(
+    stats: IngestStats,
+    received_before: int,
+    interval: float,
+    latency_before: list[int] | None = None,
+) -> str:
+    """The periodic one-line summary (rate and latency over the last interval)."""
     counts = stats.count_states()
     rate = (stats.received - received_before) / interval if interval > 0 else 0.0
-    p99 = stats.produce_latency.quantile(0.99)
+    p99 = stats.produce_latency.quantile(0.99, since=latency_before)
     latency = f", p99 produce {p99 * 1000:.0f}ms" if p99 is not None and p99 != float("inf") else ""
     return (
         f"ingest: {rate:.0f} events/s; subscriptions {counts[SubscriptionState.OPEN]} open, "
-        f"{counts[SubscriptionState.BACKOFF] + counts[SubscriptionState.CONNECTING]} "
-        f"reconnecting, {counts[SubscriptionState.AUTH_FAILED]} auth-failed; "
+        f"{counts[SubscriptionState.CONNECTING]} connecting, {counts[SubscriptionState.BACKOFF]} "
+        f"in backoff, {counts[SubscriptionState.AUTH_FAILED]} auth-failed; "
         f"{stats.produced} produced, {stats.invalid_frames} invalid; "
         f"Kafka {stats.mode}, spool {stats.spool_depth}{latency}"
     )
@@ -71,7 +77,13 @@ class IngestService:
         self._count_frames_task: asyncio.Task[None] | None = None
 
     async def start(self, kafka_timeout: float = 10.0) -> None:
-        config = self.config
+        """Open the spool, reach Kafka (or start spooling), start every subscription.
+
+        Raises:
+            worker.ingest.discovery.DiscoveryError: ``gateway.discover`` is on and the
+                gateway did not list its instances.
+        """
+        self.config = config = await discover(self.config)
         self._spool = Spool(config.spool.path, config.spool.max_bytes)
         if self._spool.depth:
             log.info(
@@ -126,14 +138,16 @@ class IngestService:
     async def _summaries(self) -> None:
         interval = self.config.summary_interval
         before = self.stats.received
+        latency_before = list(self.stats.produce_latency.counts)
         last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             self._sync_totals()
             if self._output is not None:
-                self._output(summary_line(self.stats, before, now - last))
+                self._output(summary_line(self.stats, before, now - last, latency_before))
             before, last = self.stats.received, now
+            latency_before = list(self.stats.produce_latency.counts)
 
     async def stop(self) -> None:
         """Stop reading, flush to Kafka, spool what is still in flight."""

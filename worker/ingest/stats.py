@@ -66,13 +66,22 @@ class LatencyHistogram:
         self.total += 1
         self.sum += seconds
 
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the q-quantile (``inf`` past the last)."""
-        if not self.total:
+    def quantile(self, q: float, since: list[int] | None = None) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (``inf`` past the last).
+
+        Args:
+            q: the quantile, e.g. 0.99.
+            since: an earlier copy of :attr:`counts`; only what was observed after it counts.
+        """
+        counts = self.counts
+        if since is not None:
+            counts = [a - b for a, b in zip(self.counts, since, strict=True)]
+        total = sum(counts)
+        if not total:
             return None
-        target = q * self.total
+        target = q * total
         seen = 0
-        for i, count in enumerate(self.counts):
+        for i, count in enumerate(counts):
             seen += count
             if seen >= target:
                 return LATENCY_BUCKETS[i] if i < len(LATENCY_BUCKETS) else float("inf")

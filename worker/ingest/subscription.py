@@ -185,6 +185,9 @@ class Subscription:
                 # library's own limit only guards memory against absurd frames.
                 max_size=max(4 * self._max_frame_bytes, 8 * 1024 * 1024),
                 max_queue=64,
+                # CodeChat's server (ws 8, perMessageDeflate off by default) never
+                # compresses; not offering it saves ~50 KiB per connection.
+                compression=None,
                 proxy=None,
                 user_agent_header="zapflow",
             )

@@ -247,3 +247,60 @@ async def test_a_silent_subscription_is_taken_back_make_before_break(
     envelopes = [envelope(r) for r in records]
     assert len(envelopes) == 6
     assert len({e["source"]["connection"] for e in envelopes}) >= 2
+
+
+async def test_instances_discovered_with_the_global_apikey_are_subscribed(
+    gateway: Any, kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from worker.config import Secret
+
+    gateway.create_instance("shop-bot")
+    gateway.create_instance("support")
+    config = make_config(
+        gateway,
+        [],
+        bootstrap=kafka_bootstrap,
+        prefix=unique_prefix,
+        spool_dir=tmp_path,
+        events=("call.upsert",),
+    )
+    config = replace(
+        config, discover=True, apikey=Secret("sim-apikey"), default_events=("call.upsert",)
+    )
+    service = IngestService(config)
+    await service.start()
+    try:
+        for name in ("shop-bot", "support"):
+            await gateway.wait_subscribed(name, ["call.upsert"], timeout=20)
+            assert await gateway.emit(name, "call.upsert")
+        await wait_for(lambda: service.stats.produced >= 2, timeout=20)
+    finally:
+        await service.stop()
+    assert sorted(service.stats.subscriptions) == [
+        ("shop-bot", "call.upsert"),
+        ("support", "call.upsert"),
+    ]
+
+
+async def test_a_wrong_apikey_stops_discovery_with_a_clear_error(
+    gateway: Any, kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from worker.config import Secret
+    from worker.ingest.discovery import DiscoveryError
+
+    config = make_config(
+        gateway, [], bootstrap=kafka_bootstrap, prefix=unique_prefix, spool_dir=tmp_path
+    )
+    config = replace(config, discover=True, apikey=Secret("wrong"))
+    service = IngestService(config)
+    with pytest.raises(DiscoveryError) as info:
+        await service.start()
+    await service.stop()
+    assert str(info.value) == (
+        f"cannot discover instances from http://127.0.0.1:{gateway.port}/instance/"
+        "fetchInstances: HTTP 403; check gateway.apikey (the global apikey)"
+    )

@@ -135,7 +135,8 @@ def test_duplicate_event() -> None:
 def test_no_instances() -> None:
     assert error_of({}) == (
         "/etc/zapflow.yaml: instances: no instances configured; add e.g. "
-        "'- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:"
+        "'- {name: shop-bot, token: ${env:SHOP_BOT_TOKEN}}' under instances:, "
+        "or set gateway.discover: true with gateway.apikey"
     )
 
 
@@ -257,7 +258,38 @@ def test_sasl_password_is_a_secret() -> None:
 
 
 def test_frame_limit_is_bounded_by_kafka_message_size() -> None:
-    assert error_of(minimal(ingest={"max_frame_bytes": "1MiB"})) == (
-        "/etc/zapflow.yaml: ingest.max_frame_bytes: must be at most 700KiB, found 1048576 "
+    assert error_of(minimal(ingest={"max_frame_size": "1MiB"})) == (
+        "/etc/zapflow.yaml: ingest.max_frame_size: must be at most 700KiB, found 1048576 "
         "bytes; Kafka's default message limit is 1MiB and invalid frames are kept in base64"
     )
+
+
+def test_the_example_file_at_the_top_of_the_repository_loads() -> None:
+    from worker.config import load_document
+
+    example = Path(__file__).resolve().parents[3] / "zapflow.yaml"
+    config = ingest_config(load_document(example, {"SHOP_BOT_TOKEN": "t"}))
+    assert [i.name for i in config.instances] == ["shop-bot"]
+    assert config.kafka.producer.compression == "gzip"
+    assert config.resubscribe_after_silence == 600.0
+
+
+def test_discovery_needs_the_apikey() -> None:
+    assert error_of({"gateway": {"discover": True}}) == (
+        "/etc/zapflow.yaml: gateway.apikey: missing; discovering instances needs the "
+        "gateway's global apikey; add apikey: ${env:CODECHAT_APIKEY} under gateway:"
+    )
+
+
+def test_discovery_allows_an_empty_instance_list() -> None:
+    config = load(
+        {
+            "gateway": {"discover": True, "apikey": "${env:APIKEY}"},
+            "ingest": {"events": ["call.upsert"]},
+        },
+        {"APIKEY": "k"},
+    )
+    assert config.instances == ()
+    assert config.discover
+    assert config.apikey is not None
+    assert config.default_events == ("call.upsert",)
