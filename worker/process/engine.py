@@ -63,6 +63,10 @@ class RulesEngine(Protocol):
         """Rule id -> a digest of its definition, to tell changed rules from unchanged ones."""
         ...
 
+    def timer_rules(self, bundle: BundleLike) -> frozenset[str]:
+        """Ids of the rules whose state holds deadlines that ``fire_due`` must see."""
+        ...
+
     def evaluate(
         self,
         bundle: BundleLike,
@@ -102,6 +106,10 @@ class BundleEngine:
 
     def rule_digests(self, bundle: BundleLike) -> Mapping[str, str]:
         return self._digests.get(bundle.version, {})
+
+    def timer_rules(self, bundle: BundleLike) -> frozenset[str]:
+        rules = cast(RuleBundle, bundle).rules
+        return frozenset(rule.id for rule in rules if rule.for_s is not None)
 
     def evaluate(
         self,

@@ -9,8 +9,10 @@ from pathlib import Path
 import faust
 
 from worker.events import actions_topic, event_topic
-from worker.process.app import build_app
+from worker.observability.server import Observability, StatusServer
+from worker.process.app import ProcessApp, build_app
 from worker.process.engine import RulesEngine
+from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
 from worker.process.topics import ensure_topics
@@ -54,6 +56,8 @@ def run_process(
         loop.close()
         raise StartError(str(exc)) from None
 
+    if settings.http_port is not None:
+        serve_status(built, settings.http_port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(built.app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
     if created:
@@ -65,3 +69,19 @@ def run_process(
     finally:
         log.info("process stage stopped: %s", built.processor.counters)
     return code if isinstance(code, int) else 0
+
+
+def serve_status(built: ProcessApp, port: int) -> None:
+    """Serve the stage's metrics, health and status on ``127.0.0.1:port`` inside the worker."""
+    processor = built.processor
+    obs = Observability()
+    obs.registry.register(ProcessCollector(processor))
+    obs.status["process"] = lambda: status_section(processor)
+    obs.readiness["rules"] = lambda: (True, f"version {processor.watcher.current.bundle.version}")
+    server = StatusServer(obs, port=port)
+
+    async def serve() -> None:
+        await server.start()
+        log.info("metrics and status on %s", server.url)
+
+    built.app.task(serve)

@@ -8,7 +8,7 @@ unit tests call it with plain dicts.
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from worker.process.state import (
     is_duplicate,
     keys_of_rules,
     partition_state,
+    rule_id_of,
 )
 
 log = logging.getLogger("zapflow.process")
@@ -45,6 +46,7 @@ class ProcessCounters:
     actions: int = 0
     timer_actions: int = 0
     tick_errors: int = 0
+    sweeps: int = 0
     reloads: int = 0
     reload_failures: int = 0
 
@@ -57,10 +59,20 @@ class EventProcessor:
     engine: RulesEngine
     #: How long a gateway message id is remembered for duplicate detection.
     dedupe_ttl_s: float = 3600.0
+    #: How often each partition's whole state is walked (expiry, index rebuild, purges).
+    sweep_interval_s: float = 60.0
     counters: ProcessCounters = field(default_factory=ProcessCounters)
     #: Rules whose state is still to be dropped, and the partitions already cleaned.
     _purge_rules: frozenset[str] = frozenset()
     _purged: set[int] = field(default_factory=set)
+    #: Rules with deadlines, and per partition the state keys they hold.
+    _timer_rules: frozenset[str] = frozenset()
+    _timer_keys: dict[int, set[str]] = field(default_factory=dict)
+    #: When each partition was last swept (epoch seconds).
+    _swept_at: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._timer_rules = self.engine.timer_rules(self.watcher.current.bundle)
 
     def process(
         self,
@@ -90,7 +102,9 @@ class EventProcessor:
                 counters.duplicates += 1
                 return NO_ACTIONS
             evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
-            apply_changes(state, evaluation.changes, partition)
+            if evaluation.changes:
+                apply_changes(state, evaluation.changes, partition)
+                self._track_timers(partition, evaluation.changes)
             counters.evaluated += 1
             counters.actions += len(evaluation.actions)
             return evaluation.actions
@@ -108,20 +122,36 @@ class EventProcessor:
         seen: MutableMapping[str, Any],
         now: datetime,
     ) -> Sequence[ActionRecordLike]:
-        """Once a second per partition: drop stale state, fire due timers, forget old ids."""
+        """Once a second per partition: fire due deadlines; now and then, sweep.
+
+        Firing looks only at the keys of rules with deadlines (``for``), tracked per
+        partition as the state changes. The sweep walks the whole partition: it rebuilds
+        that index (after a start or a rebalance), lets the engine drop expired and orphaned
+        state, drops the state of rules changed by a reload, and forgets old message ids.
+        Scanning all state every second instead costs O(state) per partition per second,
+        which at a few hundred thousand keys is more than the events themselves.
+        """
         try:
-            items = list(state.items())
-            if self._purge_rules and partition not in self._purged:
-                for key in keys_of_rules(items, partition, self._purge_rules):
-                    del state[key]
-                self._purged.add(partition)
-                items = list(state.items())
-            bundle = self.watcher.current.bundle
-            evaluation = self.engine.fire_due(bundle, partition_state(items, partition), now)
-            apply_changes(state, evaluation.changes, partition)
             now_s = now.timestamp()
-            for key in expired_keys(list(seen.items()), partition, now_s, self.dedupe_ttl_s):
-                del seen[key]
+            bundle = self.watcher.current.bundle
+            if now_s - self._swept_at.get(partition, float("-inf")) >= self.sweep_interval_s:
+                local = self._sweep(partition, state, seen, now_s)
+                self._swept_at[partition] = now_s
+            else:
+                keys = self._timer_keys.get(partition)
+                if not keys:
+                    return NO_ACTIONS
+                local = {}
+                for key in list(keys):
+                    stored = state.get(key)
+                    if stored is None:
+                        keys.discard(key)
+                    else:
+                        local[key] = stored[1]
+            evaluation = self.engine.fire_due(bundle, local, now)
+            if evaluation.changes:
+                apply_changes(state, evaluation.changes, partition)
+                self._track_timers(partition, evaluation.changes)
             self.counters.timer_actions += len(evaluation.actions)
             return evaluation.actions
         except Exception:
@@ -129,12 +159,53 @@ class EventProcessor:
             log.exception("timers of partition %d not evaluated", partition)
             return NO_ACTIONS
 
+    def _sweep(
+        self,
+        partition: int,
+        state: MutableMapping[str, Any],
+        seen: MutableMapping[str, Any],
+        now_s: float,
+    ) -> dict[str, Any]:
+        """Walk one partition; returns its whole state for ``fire_due``."""
+        items = list(state.items())
+        if self._purge_rules and partition not in self._purged:
+            for key in keys_of_rules(items, partition, self._purge_rules):
+                del state[key]
+            self._purged.add(partition)
+            items = list(state.items())
+        local = partition_state(items, partition)
+        timer_rules = self._timer_rules
+        self._timer_keys[partition] = {k for k in local if rule_id_of(k) in timer_rules}
+        for key in expired_keys(list(seen.items()), partition, now_s, self.dedupe_ttl_s):
+            del seen[key]
+        self.counters.sweeps += 1
+        return local
+
+    def _track_timers(self, partition: int, changes: Mapping[str, Any]) -> None:
+        timer_rules = self._timer_rules
+        if not timer_rules:
+            return
+        keys = self._timer_keys.setdefault(partition, set())
+        for key, value in changes.items():
+            if rule_id_of(key) in timer_rules:
+                if value is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
+
+    def forget_partitions(self) -> None:
+        """After a rebalance: rebuild every partition's index on its next tick."""
+        self._swept_at.clear()
+        self._timer_keys.clear()
+
     def reloaded(self, outcome: ReloadOutcome) -> None:
         """Take note of a reload check: count it, schedule the state of stale rules to go."""
         if outcome.status == "failed":
             self.counters.reload_failures += 1
         elif outcome.status == "swapped":
             self.counters.reloads += 1
+            self._timer_rules = self.engine.timer_rules(self.watcher.current.bundle)
+            self.forget_partitions()
             if outcome.stale:
                 self._purge_rules = self._purge_rules | outcome.stale
                 self._purged = set()

@@ -14,6 +14,7 @@ process:
   dedupe_ttl_s: 3600                  # how long a gateway message id is remembered
   reload_interval_s: 1.0              # how often the rules directory is checked
   tick_interval_s: 1.0                # how often due timers are fired
+  http_port: 9464                     # /metrics /healthz /readyz /status; absent = none
   faust: {}                           # extra faust settings, e.g. broker_session_timeout: 10
 ```
 """
@@ -49,6 +50,8 @@ class ProcessSettings:
     dedupe_ttl_s: float = 3600.0
     reload_interval_s: float = 1.0
     tick_interval_s: float = 1.0
+    #: Port of the metrics and status server on 127.0.0.1 (None: no server).
+    http_port: int | None = None
     #: Passed to ``faust.App`` as is, after the settings above.
     faust: Mapping[str, Any] = field(default_factory=dict)
 
@@ -66,6 +69,7 @@ _PROCESS_KEYS = {
     "dedupe_ttl_s": float,
     "reload_interval_s": float,
     "tick_interval_s": float,
+    "http_port": int,
     "faust": dict,
 }
 

@@ -28,16 +28,19 @@ from worker.events import actions_topic, event_topic
 _CHAT_EVENTS = ("messages.", "chats.", "send.message", "presence.update")
 
 
-def write_config(path: Path, bootstrap: str, prefix: str, data_dir: Path) -> Path:
+def write_config(
+    path: Path, bootstrap: str, prefix: str, data_dir: Path, store: str = "memory://"
+) -> Path:
     """A config with short Faust timings so a test worker starts and stops quickly."""
     config = {
         "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 2},
         "process": {
             "app_id": f"{prefix}process",
-            "store": "memory://",
+            "store": store,
             "data_dir": str(data_dir),
             "reload_interval_s": 0.3,
             "tick_interval_s": 0.5,
+            "http_port": 0,
             "faust": {
                 "broker_session_timeout": 10,
                 "broker_heartbeat_interval": 1,
@@ -86,7 +89,7 @@ class WorkerProcess:
             f.seek(self._log_offset)
             return f.read().decode(errors="replace")
 
-    def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
+    def wait_for_log(self, text: str, timeout: float = 45.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.output()
@@ -188,7 +191,7 @@ class Kafka:
             )
 
     async def wait_for(
-        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 45.0
     ) -> list[dict[str, Any]]:
         """Collect action records until ``predicate(all so far)`` holds."""
         assert self._consumer is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,15 +60,17 @@ def text(key_id: str, from_me: bool = False) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Any]:
+def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
-    prefix = f"t-{uuid.uuid4().hex[:8]}."
+    prefix = unique_prefix
 
-    def make(rules_text: str) -> WorkerProcess:
+    def make(rules_text: str, store: str = "memory://") -> WorkerProcess:
         rules = tmp_path / "rules"
         rules.mkdir()
         (rules / "rules.yaml").write_text(rules_text)
-        config = write_config(tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data")
+        config = write_config(
+            tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data", store
+        )
         process = WorkerProcess(config, rules, tmp_path / "worker.log")
         process.prefix = prefix  # type: ignore[attr-defined]
         started.append(process)
@@ -81,13 +82,16 @@ def make_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Any]:
         process.stop()
 
 
-async def test_throttle_holds_across_a_restart(make_worker: Any, kafka_bootstrap: str) -> None:
-    worker = make_worker(THROTTLED)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_throttle_holds_across_a_restart(
+    make_worker: Any, kafka_bootstrap: str, store: str
+) -> None:
+    worker = make_worker(THROTTLED, store)
     async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(text("3A6B0000000000000001"))
         await kafka.wait_for(lambda a: len(a) == 1)
         assert worker.stop() == 0
-        worker.start()  # memory store: the throttle comes back from the changelog only
+        worker.start()  # memory: from the changelog; rocksdb: local files + changelog tail
         await kafka.produce(
             text("3A6B0000000000000002"), text("3EB0PERSON0000000001", from_me=True)
         )

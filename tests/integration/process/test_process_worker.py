@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.integration.process.harness import (
@@ -193,7 +194,7 @@ async def test_logged_out_close_alerts_and_a_long_close_alerts_with_no_further_e
             ),
         )
         await kafka.wait_for(
-            lambda a: {"logged-out", "down-for-a-while"} <= {x["rule_id"] for x in a}, timeout=20
+            lambda a: {"logged-out", "down-for-a-while"} <= {x["rule_id"] for x in a}
         )
         [alert] = kafka.by_rule("logged-out")
         assert (alert["kind"], alert["instance"]) == ("notify", "shop-bot")
@@ -228,3 +229,17 @@ async def test_group_add_of_two_welcomes_each(worker: WorkerProcess, kafka_boots
         ]
         assert {w["params"]["to"] for w in welcomes} == {group}
         assert len({w["idempotency_key"] for w in welcomes}) == 2
+
+
+async def test_metrics_and_status_show_the_bundle_and_counters(worker: WorkerProcess) -> None:
+    out = worker.wait_for_log("metrics and status on ")
+    url = out.split("metrics and status on ", 1)[1].split()[0]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/metrics") as response:
+            metrics = await response.text()
+        async with session.get(f"{url}/status") as response:
+            status = await response.json()
+    assert 'zapflow_rules_bundle_info{version="it-1@' in metrics
+    assert "zapflow_process_echoes_total" in metrics
+    assert status["process"]["rules_version"].startswith("it-1@")
+    assert status["ready"] is True

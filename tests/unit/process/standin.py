@@ -66,6 +66,9 @@ class StandInEngine:
     def rule_digests(self, bundle: Bundle) -> dict[str, str]:
         return {rule["id"]: json.dumps(rule, sort_keys=True) for rule in bundle.rules}
 
+    def timer_rules(self, bundle: Bundle) -> frozenset[str]:
+        return frozenset(rule["id"] for rule in bundle.rules if "for_s" in rule)
+
     def evaluate(
         self, bundle: Bundle, state: Mapping[str, Any], envelope: Mapping[str, Any], now: datetime
     ) -> Evaluation:

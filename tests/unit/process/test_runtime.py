@@ -162,3 +162,31 @@ def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path
     processor.tick(1, state, {}, NOW)
     assert sorted(state) == ["auto-reply|a", "kept|a"]
     assert processor.counters.reloads == 1
+
+
+def test_between_sweeps_the_tick_fires_from_the_timer_index(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, DOWN, REPLY)
+    processor.sweep_interval_s = 3600
+    state: dict[str, Any] = {}
+    processor.tick(1, state, {}, NOW)  # sweep: nothing yet
+    sweeps = processor.counters.sweeps
+    close = raw(envelope("connection.update", {"state": "close"}, id="01JD"))
+    processor.process(close, 1, state, {}, NOW)
+    processor.process(contact_text("01JA"), 1, state, {}, NOW)
+    later = NOW + timedelta(seconds=121)
+    fired = processor.tick(1, state, {}, later)
+    assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
+    assert processor.counters.sweeps == sweeps
+    assert list(state) == ["auto-reply|shop-bot"]
+
+
+def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, DOWN)
+    processor.tick(0, {}, {}, NOW)
+    recovered = {"down|shop-bot": [0, {"due": NOW.timestamp(), "event": "01JD"}]}
+    assert not processor.tick(0, recovered, {}, NOW + timedelta(seconds=1))  # not indexed yet
+    processor.forget_partitions()
+    fired = processor.tick(0, recovered, {}, NOW + timedelta(seconds=2))
+    assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
