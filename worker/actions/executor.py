@@ -27,7 +27,7 @@ import os
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -122,6 +122,9 @@ class Executor:
         )
         self.limiter = SendLimiter(settings.send_rate_per_instance, settings.send_rate_per_chat)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Keys whose request is on the wire right now (shutdown lets these finish).
+        self._in_request: set[str] = set()
+        self._limiter_swept = monotonic()
         self._room = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._all_slots: asyncio.Semaphore | None = None
@@ -130,6 +133,7 @@ class Executor:
         self.table.on_recover(self._resume_pending)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
+        app.timer(settings.prune_interval_s, name=f"{settings.table_name}-prune")(self._prune)
 
     # -- the agent: claim and hand over -------------------------------------------------------
 
@@ -162,7 +166,10 @@ class Executor:
             self._room.clear()
             await self._room.wait()
         entry = ledger.claimed(record.to_dict(), partition, self._wall_clock())
-        await self._write(key, entry)
+        # No flush here: the task flushes before it sends anything, and Faust flushes the
+        # producer before it commits this record's offset, so the claim is durable before
+        # either could matter - and the agent never waits for Kafka per record.
+        await self._write(key, entry, wait=False)
         self._start(key, entry)
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
@@ -214,10 +221,17 @@ class Executor:
                 # not been attempted, and a crash must not use up their attempts.
                 entry = ledger.attempt_started(entry, self._wall_clock())
                 await self._write(key, entry)
-                failure = await self._perform(record, request)
+                self._in_request.add(key)
+                try:
+                    failure = await self._perform(record, request)
+                finally:
+                    self._in_request.discard(key)
             if failure is None:
+                # Not waited for: waiting would not make the write land any sooner (the crash
+                # window between the request and this write stays what it is), it would only
+                # hold the task. Faust flushes what is left before it commits or stops.
                 entry = ledger.completed(entry, self._wall_clock())
-                await self._write(key, entry)
+                await self._write(key, entry, wait=False)
                 log.info(
                     "action %s (%s) done after %d attempt(s)", key, record.kind, entry.attempts
                 )
@@ -235,9 +249,13 @@ class Executor:
             )
             now = self._wall_clock()
             entry = ledger.retry_scheduled(entry, failure.error, now + delay, now)
-            await self._write(key, entry)
+            await self._write(key, entry, wait=False)
 
     async def _wait_for_send_limit(self, key: str, limit: SendLimitKey) -> None:
+        now = self._monotonic()
+        if now - self._limiter_swept > 60.0:
+            self.limiter.forget_idle(now)
+            self._limiter_swept = now
         wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
         if wait > 0:
             log.info("action %s waits %.2fs for the send limit of chat %s", key, wait, limit.chat)
@@ -308,16 +326,16 @@ class Executor:
             record,
             error=failure.error,
             retriable=failure.retriable,
-            attempts=entry.attempts,
+            # Failures found before anything was sent (bad params, missing secret) count as one.
+            attempts=max(1, entry.attempts),
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
-        await self.app.producer.send_and_wait(
-            self.dlq_topic_name, key.encode(), orjson.dumps(value), None, None, None
-        )
+        await self._send_to_dlq(key.encode(), value)
         log.error(
             "action %s failed for good after %d attempt(s): %s", key, entry.attempts, failure.error
         )
-        await self._write(key, ledger.dead_lettered(entry, failure.error, self._wall_clock()))
+        entry = ledger.dead_lettered(entry, failure.error, self._wall_clock())
+        await self._write(key, entry, wait=False)
 
     async def _dead_letter_raw(self, raw: bytes, error: str) -> None:
         try:
@@ -329,27 +347,64 @@ class Executor:
             record,
             error=error,
             retriable=False,
-            attempts=0,
+            attempts=1,
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
         key = record.get("idempotency_key")
-        await self.app.producer.send_and_wait(
-            self.dlq_topic_name,
-            key.encode() if isinstance(key, str) else None,
-            orjson.dumps(value),
-            None,
-            None,
-            None,
-        )
+        await self._send_to_dlq(key.encode() if isinstance(key, str) else None, value)
         log.error("invalid action record sent to %s: %s", self.dlq_topic_name, error)
 
     # -- the table ------------------------------------------------------------------------------
 
-    async def _write(self, key: str, entry: LedgerEntry) -> None:
-        """Store ``entry`` and wait until its changelog record is acknowledged by Kafka."""
+    async def _write(self, key: str, entry: LedgerEntry, *, wait: bool = True) -> None:
+        """Store ``entry`` and send its changelog record; with ``wait``, until Kafka has it.
+
+        Waits for this record only (a producer-wide flush would, under load, wait for every
+        other task's writes too). Kafka being away is not the action's fault: keep trying
+        rather than dead-lettering the action.
+        """
+        value = entry.to_dict()
         with _on_partition(self.topic_name, entry.partition):
-            self.table[key] = entry.to_dict()
-        await self.app.producer.flush()
+            self.table.data[key] = value
+        if not wait:
+            self.table.send_changelog(entry.partition, key, value)
+            return
+
+        async def send() -> None:
+            sent = await self.table.changelog_topic.send(
+                key=key,
+                value=value,
+                partition=entry.partition,
+                key_serializer=self.table.key_serializer,
+                value_serializer=self.table.value_serializer,
+            )
+            await sent
+
+        await self._until_kafka_takes(send, f"the table entry of {key}")
+
+    async def _send_to_dlq(self, key: bytes | None, value: Mapping[str, Any]) -> None:
+        payload = orjson.dumps(value)
+
+        async def send() -> None:
+            await self.app.producer.send_and_wait(
+                self.dlq_topic_name, key, payload, None, None, None
+            )
+
+        await self._until_kafka_takes(send, f"a record for {self.dlq_topic_name}")
+
+    async def _until_kafka_takes(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await write()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot write %s to Kafka (%r); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                return
 
     async def _resume_pending(self) -> None:
         """After table recovery: restart every claimed-not-finished key of our partitions."""
@@ -367,6 +422,31 @@ class Executor:
         if resumed:
             log.info("resumed %d pending action(s) after recovery", resumed)
 
+    async def _prune(self) -> None:
+        """Forget finished keys older than ``ledger_retention_s`` so the table stays bounded.
+
+        A record replayed after its key was forgotten would be performed again; keep the
+        retention longer than any replay you would do (the actions topic's retention is a
+        natural choice).
+        """
+        ours = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topic_name
+        }
+        cutoff = self._wall_clock() - self.settings.ledger_retention_s
+        expired = []
+        for key, stored in list(self.table.items()):
+            entry = LedgerEntry.from_dict(stored)
+            if entry.finished and entry.updated_at < cutoff and entry.partition in ours:
+                expired.append((key, entry.partition))
+        for key, partition in expired:
+            with _on_partition(self.topic_name, partition):
+                del self.table[key]
+        if expired:
+            await self.app.producer.flush()
+            log.info("forgot %d finished action key(s) older than the retention", len(expired))
+
     async def _on_partitions_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         """Stop work on keys whose partition moves away; the new owner resumes them."""
         lost = {tp.partition for tp in revoked if tp.topic == self.topic_name}
@@ -382,6 +462,18 @@ class Executor:
         await asyncio.gather(*stopping, return_exceptions=True)
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Let requests on the wire finish (briefly), stop the rest; all resume from the table.
+
+        A request cut off here would be repeated after the restart (same idempotency key), so
+        a warm shutdown waits up to ``shutdown_grace_s`` for them; tasks that are only waiting
+        (retry delay, send limit) are stopped at once.
+        """
+        in_request = [t for k, t in self._tasks.items() if k in self._in_request]
+        for key, task in list(self._tasks.items()):
+            if key not in self._in_request:
+                task.cancel()
+        if in_request:
+            await asyncio.wait(in_request, timeout=self.settings.shutdown_grace_s)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

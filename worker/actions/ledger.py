@@ -5,15 +5,21 @@ next one is due) and ends ``done`` or ``failed`` (sent to the dead-letter topic)
 an entry is never claimed again, so a redelivered or replayed record is not performed twice; a
 ``pending`` entry found after a restart or rebalance is resumed from the table.
 
-Crash windows, in order (the executor flushes the table's changelog at each step):
+Crash windows, in order:
 
-1. before the claim is flushed: the record's offset is not committed either, so Kafka redelivers
-   the record and it is claimed then; nothing is lost and nothing was done;
-2. claimed, attempt counted, request not yet sent: resumed, the request is sent once;
-3. request sent, ``done`` not yet flushed: resumed and sent again, with the same
-   ``Idempotency-Key`` header and, for gateway sends, the same ``options.messageId`` - the far
-   side sees the same request twice and can drop the second. An endpoint that ignores both may
-   act twice; this window is as long as one request plus one changelog write.
+1. claimed, claim not yet in Kafka: nothing has been sent (a task flushes the changelog before
+   its first request) and the record's offset is not committed either (Faust flushes the
+   producer before it commits offsets), so Kafka redelivers the record and it is claimed anew;
+2. claimed and flushed, request not yet sent: resumed from the table, the request is sent once;
+3. request sent, ``done`` not yet in Kafka (it is sent without waiting, see below): resumed and sent again, with the same
+   ``Idempotency-Key`` header and, for gateway sends, the same ``options.messageId``, so the
+   far side can recognise the repeat. An endpoint that ignores both may act twice. The window
+   is one request plus one changelog write long; a warm shutdown (SIGTERM) lets requests on
+   the wire finish first, so only crashes, kills and lost partitions open it;
+4. dead-lettered, ``failed`` not yet in Kafka: the dead letter may be written twice (same key).
+
+Only the claim-and-count write before a request is waited for; ``done``, ``failed`` and retry
+times are sent without waiting, since waiting would not shorten window 3, only hold the task.
 """
 
 from __future__ import annotations

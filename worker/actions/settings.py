@@ -65,6 +65,13 @@ class ExecutorSettings:
     send_rate_per_instance: Rate | None = field(default_factory=lambda: Rate(1.0, 10))
     #: WhatsApp sends per (instance, chat); ``None`` = unlimited.
     send_rate_per_chat: Rate | None = field(default_factory=lambda: Rate(0.2, 3))
+    #: Finished keys are forgotten after this many seconds (a replay older than that would
+    #: perform again); keep it at least as long as the actions topic's retention.
+    ledger_retention_s: float = 7 * 24 * 3600.0
+    #: How often finished keys past the retention are looked for, seconds.
+    prune_interval_s: float = 600.0
+    #: On a warm shutdown, how long requests already on the wire may take to finish, seconds.
+    shutdown_grace_s: float = 5.0
     #: Name of the idempotency table (its changelog topic is ``<app id>-<name>-changelog``).
     table_name: str = "action-ledger"
 
@@ -87,6 +94,9 @@ def settings_from_mapping(data: Mapping[str, Any], where: str = "actions") -> Ex
         "max_pending",
         "send_rate_per_instance",
         "send_rate_per_chat",
+        "ledger_retention_s",
+        "prune_interval_s",
+        "shutdown_grace_s",
     }
     _reject_unknown(data, known, where)
     defaults = ExecutorSettings()
@@ -136,6 +146,9 @@ def settings_from_mapping(data: Mapping[str, Any], where: str = "actions") -> Ex
             data, "send_rate_per_instance", defaults.send_rate_per_instance, where
         ),
         send_rate_per_chat=_rate(data, "send_rate_per_chat", defaults.send_rate_per_chat, where),
+        ledger_retention_s=_num(data, "ledger_retention_s", defaults.ledger_retention_s, where),
+        prune_interval_s=_num(data, "prune_interval_s", defaults.prune_interval_s, where),
+        shutdown_grace_s=_num(data, "shutdown_grace_s", defaults.shutdown_grace_s, where),
     )
 
 

@@ -261,7 +261,10 @@ class ExecutorHarness:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
                     for r in records:
-                        table[orjson.loads(r.key)] = orjson.loads(r.value)
+                        if r.value is None:  # tombstone: the executor forgot the key
+                            table.pop(orjson.loads(r.key), None)
+                        else:
+                            table[orjson.loads(r.key)] = orjson.loads(r.value)
         finally:
             await consumer.stop()
         return table

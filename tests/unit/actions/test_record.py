@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from worker import schemas
 from worker.actions.record import (
     ActionRecord,
     InvalidActionRecord,
@@ -96,3 +97,14 @@ def test_dlq_value_has_the_contract_fields():
         "attempts": 1,
         "failed_at": "2026-11-25T20:41:08.000Z",
     }
+
+
+def test_dlq_values_validate_against_the_shipped_schema():
+    value = dlq_value(
+        ActionRecord.from_dict(RECORD),
+        error="x",
+        retriable=True,
+        attempts=5,
+        failed_at=datetime(2026, 11, 25, tzinfo=UTC),
+    )
+    assert schemas.errors("dlq", value) == []

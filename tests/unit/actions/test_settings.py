@@ -48,8 +48,9 @@ def test_every_key_is_read():
         (
             {"concurency": 3},
             "actions: unknown key 'concurency' (expected one of: concurrency, "
-            "gateway, max_pending, partitions, per_destination_concurrency, replication_factor, "
-            "request_timeout_s, retry, send_rate_per_chat, send_rate_per_instance, topic_prefix)",
+            "gateway, ledger_retention_s, max_pending, partitions, per_destination_concurrency, "
+            "prune_interval_s, replication_factor, request_timeout_s, retry, send_rate_per_chat, "
+            "send_rate_per_instance, shutdown_grace_s, topic_prefix)",
         ),
         (
             {"gateway": {"auth": "jwt"}},
