@@ -131,6 +131,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
             "p99",
             "max",
             "emit rate reached",
+            "replies/s",
             "sendText statuses",
         ),
         [
@@ -144,6 +145,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
                 fmt(stats["p99"]),
                 fmt(stats["max"]),
                 fmt_int(result["emitted"] / result["emit_seconds"]),
+                fmt_int(result["answer_rate"]) if result["answer_rate"] else "–",
                 ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items())),
             )
             for rate, result, stats, _ in rows

@@ -152,9 +152,11 @@ class Report:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.started))
         took = time.time() - self.started
         facts = "\n".join(f"| {k} | {v} |" for k, v in self.facts.items())
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         parts = [
             f"## {self.title}",
-            f"Measured {when} in {took:.0f} s with `{self.command}`.",
+            f"Measured {when} in {took:.0f} s with `{self.command}`; load average at the "
+            f"end {load} (other work shares this machine: compare rows within a run).",
             f"| machine | |\n| --- | --- |\n{facts}",
         ]
         if self.verdicts:

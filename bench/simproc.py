@@ -123,6 +123,12 @@ class Driver:
                 latencies.append((call.at - emitted.pop(key)) * 1000)
                 samples.append((key, sent_at[key], call.at))
         samples += [(key, at, None) for key, at in emitted.items()]
+        arrivals = sorted(at for _, _, at in samples if at is not None)
+        call_rate = (
+            (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+            if len(arrivals) > 1 and arrivals[-1] > arrivals[0]
+            else None
+        )
         return {
             "emitted": sent,
             "dropped": dropped,
@@ -131,6 +137,7 @@ class Driver:
             "unanswered": len(emitted),
             "statuses": statuses,
             "samples": samples,
+            "answer_rate": call_rate,
         }
 
     def _answered(self, calls_before: int, emitted: dict[str, float]) -> int:
