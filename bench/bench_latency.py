@@ -29,9 +29,11 @@ from bench.harness import (
     wait_for,
 )
 from bench.parts import (
+    PRECREATE,
     SimProcess,
     actions_config,
     ingest_config,
+    precreate_process_topics,
     process_config,
     start_actions,
     start_ingest,
@@ -71,6 +73,8 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         children.append(ingest)
         await sim.wait_live(INSTANCES, 60.0, watch=ingest)
         process_app = f"bench-latency-{uuid.uuid4().hex[:6]}"
+        if PRECREATE:
+            await precreate_process_topics(ws.bootstrap, process_app)
         process = await start_process(
             workdir, process_config(workdir, ws.bootstrap, prefix, process_app), rules
         )

@@ -38,7 +38,13 @@ from bench.harness import (
     profile_note,
     python_argv,
 )
-from bench.parts import process_config, start_process, unique_prefix
+from bench.parts import (
+    PRECREATE,
+    precreate_process_topics,
+    process_config,
+    start_process,
+    unique_prefix,
+)
 from bench.workload import envelopes, prefill, write_rules
 
 TARGET_WORKER = 5_000
@@ -70,6 +76,8 @@ async def measure_worker(
     config = process_config(workdir, ws.bootstrap, prefix, app_id)
     async with OffsetReader(ws.bootstrap) as offsets:
         actions_before = await offsets.end_total([actions])
+        if PRECREATE:
+            await precreate_process_topics(ws.bootstrap, app_id)
         child = await start_process(workdir, config, rules_dir)
         try:
             samples: list[tuple[int, Usage]] = []

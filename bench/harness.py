@@ -14,6 +14,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -273,28 +274,31 @@ class Child:
         return "\n".join(text[-lines:])
 
     def log_problems(self) -> tuple[int, str]:
-        """How many ERROR lines and tracebacks the log holds, and the first one."""
+        """How many ERROR lines the log holds, and the most frequent of them (with the
+        exception a logged traceback ends with), so that a stage failing on every event
+        is seen in the results."""
         try:
             lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return 0, ""
-        hits = [
-            line.strip()
-            for line in lines
-            if "[ERROR]" in line or " ERROR " in line or line.startswith("Traceback")
-        ]
-        first = ""
+        counts: dict[str, int] = {}
+        total = 0
         for i, line in enumerate(lines):
-            if line.strip() in hits[:1]:
-                first = " ".join(x.strip() for x in lines[i : i + 1])
-                # For a logged exception, its last line says what it was.
-                for follow in lines[i + 1 : i + 60]:
-                    if follow and not follow.startswith((" ", "Traceback")):
-                        if "Error" in follow or "Exception" in follow:
-                            first += f" … {follow.strip()}"
-                        break
-                break
-        return len(hits), first[:300]
+            if "[ERROR]" not in line and " ERROR " not in line:
+                continue
+            total += 1
+            message = re.sub(r"^.*?ERROR\]?\s*", "", line).strip()
+            message = re.sub(r"[0-9a-f]{6,}|\d+", "N", message)[:160]
+            for follow in lines[i + 1 : i + 80]:
+                if follow and not follow.startswith((" ", "Traceback", "\t")):
+                    if re.match(r"^[\w.]+(Error|Exception|Mismatch)\b", follow):
+                        message += f" … {follow.strip()[:200]}"
+                    break
+            counts[message] = counts.get(message, 0) + 1
+        if not counts:
+            return 0, ""
+        common, n = max(counts.items(), key=lambda kv: kv[1])
+        return total, f"{n:,}× {common}"
 
     async def stop(self, within: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after ``within`` seconds; returns the exit code."""
@@ -389,13 +393,20 @@ async def workspace(keep: bool = False) -> AsyncIterator[Workspace]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
+async def create_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    partitions: int,
+    configs: Mapping[str, str] | None = None,
+) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+        await admin.create_topics(
+            [NewTopic(t, partitions, 1, topic_configs=dict(configs or {})) for t in topics]
+        )
     finally:
         await admin.close()
 

@@ -5,6 +5,7 @@ the simulator (:mod:`bench.simproc`), ``zapflow ingest``, ``zapflow process`` an
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,9 @@ import yaml
 from bench.harness import REPO_ROOT, BenchError, Child, python_argv, wait_for, zapflow_argv
 
 SIM_APIKEY = "bench-apikey"
+#: Create the process stage's internal topics before it starts (see
+#: :func:`precreate_process_topics`); ``BENCH_PRECREATE=0`` measures the stage as it starts alone.
+PRECREATE = os.environ.get("BENCH_PRECREATE", "1") != "0"
 
 
 def unique_prefix(name: str) -> str:
@@ -192,6 +196,24 @@ def process_config(
         },
     }
     return write_yaml(workdir / "process.yaml", document)
+
+
+async def precreate_process_topics(bootstrap: str, app_id: str) -> None:
+    """Create the stage's changelog and tick topics before it starts.
+
+    Works around a start-up race of the stage: when an event arrives before its
+    ``seen-messages`` changelog topic is in the client's metadata, Faust raises
+    ``PartitionsMismatch`` ("changelog topic ... has 0 partitions") on every event.
+    """
+    from bench.harness import create_topics
+
+    await create_topics(
+        bootstrap,
+        [f"{app_id}-seen-messages-changelog", f"{app_id}-rule-state-changelog"],
+        8,
+        {"cleanup.policy": "compact"},
+    )
+    await create_topics(bootstrap, [f"{app_id}-ticks"], 8)
 
 
 async def start_process(workdir: Path, config: Path, rules: Path) -> Child:
