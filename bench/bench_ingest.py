@@ -63,6 +63,7 @@ async def measure_ingest(
     topic = f"{prefix}messages.upsert"
     sim = await SimProcess.start(workdir, subscriptions)
     ingest: Child | None = None
+    totals: list[str] = []
     try:
         config = ingest_config(workdir, sim, ws.bootstrap, prefix, producer=producer)
         ingest = await start_ingest(workdir, config)
@@ -81,7 +82,7 @@ async def measure_ingest(
         events = count1 - count0
         rate = events / (use1.at - use0.at)
         note = f"{flood['dropped']:,} dropped by the simulator" if flood["dropped"] else ""
-        return Row(
+        row = Row(
             label,
             subscriptions,
             rate,
@@ -94,7 +95,18 @@ async def measure_ingest(
     finally:
         if ingest is not None:
             await ingest.stop()
+            stopped = [
+                line
+                for line in ingest.log.read_text(errors="replace").splitlines()
+                if line.startswith("ingest: stopped;")
+            ]
+            if stopped:
+                print(f"  {subscriptions} subscriptions: {stopped[-1]}", flush=True)
+                totals.append(stopped[-1].removeprefix("ingest: stopped; "))
         await sim.stop()
+    if totals:
+        row.note = "; ".join(filter(None, [row.note, f"whole run: {totals[0]}"]))
+    return row
 
 
 async def producer_baseline(ws: Workspace, count: int, compression: str) -> Row:

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -66,14 +67,20 @@ class Row:
 
 
 async def measure_worker(
-    ws: Workspace, prefix: str, rules: int, total: int, max_window: float
+    ws: Workspace,
+    prefix: str,
+    rules: int,
+    total: int,
+    max_window: float,
+    faust: dict[str, Any] | None = None,
+    label: str = "zapflow process (1 worker, rocksdb tables)",
 ) -> Row:
-    workdir = ws.dir(f"process-{rules}")
+    workdir = ws.dir(f"process-{rules}-{uuid.uuid4().hex[:4]}")
     topic = f"{prefix}messages.upsert"
     actions = f"{prefix}actions"
     app_id = f"bench-process-{uuid.uuid4().hex[:6]}"
     rules_dir = write_rules(workdir / "rules", rules)
-    config = process_config(workdir, ws.bootstrap, prefix, app_id)
+    config = process_config(workdir, ws.bootstrap, prefix, app_id, faust=faust)
     async with OffsetReader(ws.bootstrap) as offsets:
         actions_before = await offsets.end_total([actions])
         if PRECREATE:
@@ -133,7 +140,7 @@ async def measure_worker(
     seconds = last[1].at - first[1].at
     cpu = last[1].cpu - first[1].cpu
     return Row(
-        "zapflow process (1 worker, rocksdb tables)",
+        label,
         rules,
         events,
         events / seconds,

@@ -172,7 +172,7 @@ def ingest_config(
 async def start_ingest(workdir: Path, config: Path) -> Child:
     return await Child.start(
         "ingest",
-        zapflow_argv("ingest", "--config", str(config), "--quiet"),
+        zapflow_argv("ingest", "--config", str(config), "--log-level", "WARNING"),
         workdir / "ingest.log",
         cwd=workdir,
     )
