@@ -8,6 +8,7 @@ can add fields without this module changing.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -104,5 +105,6 @@ def run(args: Any) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
-        render_status(status, Console())
+        # Piped output is not cut to 80 columns: tables stay whole for grep and logs.
+        render_status(status, Console(width=None if sys.stdout.isatty() else 200))
     return 0 if status.get("ready") else 3

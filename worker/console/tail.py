@@ -70,6 +70,22 @@ def render(topic: str, value: bytes, raw_json: bool, prefix: str) -> str:
     return summarize_envelope(data)
 
 
+async def topic_partitions(bootstrap: str, topics: list[str]) -> list[Any]:
+    """The partitions of those ``topics`` that exist."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
+    finally:
+        await admin.close()
+    return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+
+
 async def tail(
     bootstrap: str,
     topics: list[str],
@@ -81,7 +97,7 @@ async def tail(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print records of ``topics`` as they arrive, from ``since`` or from now. Returns the count."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="latest"
@@ -89,14 +105,11 @@ async def tail(
     await consumer.start()
     printed = 0
     try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
+        partitions = await topic_partitions(bootstrap, topics)
         if not partitions:
-            await consumer._client.force_metadata_update()  # topics created moments ago
-            partitions = [
-                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-            ]
+            raise TailError(
+                f"none of the topics exist on {bootstrap}: {', '.join(topics)}; is --prefix right?"
+            )
         consumer.assign(partitions)
         if since is not None:
             stamps = {tp: int(since.timestamp() * 1000) for tp in partitions}
@@ -136,4 +149,6 @@ def run(args: Any) -> int:
         )
     except KeyboardInterrupt:
         return 0
+    except TailError as exc:
+        raise CommandError(str(exc)) from exc
     return 0

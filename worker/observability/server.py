@@ -113,5 +113,9 @@ class StatusServer:
             self._runner = None
 
     @property
+    def started(self) -> bool:
+        return self._runner is not None
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"

@@ -97,6 +97,7 @@ class Assembly:
     tally: RuleTally = field(default_factory=RuleTally)
     topics: list[str] = field(default_factory=list)
     status_server: StatusServer | None = None
+    kafka_probe: KafkaProbe | None = None
 
     def banner(self) -> str:
         """The start-up lines: what runs, against what."""
@@ -195,7 +196,7 @@ def assemble(
         obs.readiness["subscriptions"] = lambda: _subscriptions_ready(stats)
         obs.status["ingest"] = lambda: _ingest_status(stats)
 
-    probe = KafkaProbe(kafka.bootstrap_servers)
+    probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
     built.services.append(KafkaProbeRunner(probe))
     obs.readiness["kafka"] = lambda: (probe.ok, probe.detail)
 
@@ -272,25 +273,41 @@ def run(
     log_level: str = "info",
     quiet: bool = False,
 ) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status."""
+    """Run until SIGTERM/SIGINT; returns the exit status.
+
+    The status port opens first, so ``/healthz`` answers and ``/readyz`` says what is
+    missing while the process waits for Kafka to create its topics.
+    """
+    import logging.config
+    import signal
 
     def say(line: str) -> None:
         print(line, flush=True)
 
+    logs = logging_config(log_format, log_level)
+    logging.config.dictConfig(logs)
     built = assemble(config, rules_dir, output=None if quiet else say)
-    kafka = config.shared.kafka
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        loop.run_until_complete(_create_topics(kafka, built.topics))
+        if built.status_server is not None:
+            loop.run_until_complete(built.status_server.start())
+        ready = loop.run_until_complete(_prepare_kafka(config, built, stop))
     except Exception as exc:
+        loop.run_until_complete(_stop_server(built))
         loop.close()
-        raise StartError(
-            f"cannot prepare the Kafka topics on {kafka.bootstrap_servers}: {exc}"
-        ) from None
+        raise StartError(str(exc)) from None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    if not ready:  # stopped while waiting for Kafka
+        loop.run_until_complete(_stop_server(built))
+        loop.close()
+        return 0
     if not quiet:
         say(built.banner())
-    logs = logging_config(log_format, log_level)
     if built.app is None:
         from mode import Worker
 
@@ -314,9 +331,42 @@ def run(
         )
     try:
         worker.execute_from_commandline()
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0
     return 0
+
+
+async def _stop_server(built: Assembly) -> None:
+    if built.status_server is not None:
+        await built.status_server.stop()
+
+
+async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event) -> bool:
+    """Wait until Kafka answers (ingest alone does not need it: it spools), create topics.
+
+    Returns False if told to stop meanwhile.
+    """
+    kafka = config.shared.kafka
+    if built.app is None:
+        return True
+    probe = built.kafka_probe or KafkaProbe(kafka.bootstrap_servers)
+    delay, told = 1.0, False
+    while True:
+        await probe.check()
+        if probe.ok:
+            break
+        if not told:
+            log.warning(
+                "waiting for Kafka at %s before starting the stages", kafka.bootstrap_servers
+            )
+            told = True
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return False
+        except TimeoutError:
+            delay = min(delay * 2, 10.0)
+    await _create_topics(kafka, built.topics)
+    return True
 
 
 async def _create_topics(kafka: Any, topics: list[str]) -> None:

@@ -47,6 +47,12 @@ def register(subparsers: Any) -> None:
     dev.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     dev.add_argument("--plain", action="store_true", help="print lines instead of the live view")
     dev.add_argument("--http-port", type=int, default=9464, help="worker metrics/status port")
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the demo keeps its broker and worker data",
+    )
     dev.set_defaults(handler=_dev)
 
 

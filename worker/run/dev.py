@@ -244,7 +244,7 @@ async def _dev(args: argparse.Namespace) -> int:
 
     state = DevState()
     plain = args.plain or not sys.stdout.isatty()
-    run_dir = cache_root() / "run" / "dev"
+    run_dir = args.state_dir or cache_root() / "run" / "dev"
 
     def note(line: str) -> None:
         stamped = time.strftime("%H:%M:%S ") + line

@@ -36,10 +36,11 @@ class RuleTally:
         self.fires: Counter[str] = Counter()
 
     def add(self, evaluation: EvaluationLike) -> None:
-        for trace in getattr(evaluation, "trace", ()):
-            self.counts[(trace.rule_id, trace.outcome, trace.reason or "")] += 1
-            if trace.actions:
-                self.fires[trace.rule_id] += trace.actions
+        # outcomes() reads the trace without building its entries (cheap on every event).
+        for rule_id, outcome, reason in evaluation.outcomes():  # type: ignore[attr-defined]
+            self.counts[(rule_id, outcome, reason or "")] += 1
+        for record in evaluation.actions:
+            self.fires[record.rule_id] += 1  # type: ignore[attr-defined]
 
     def per_rule(self) -> dict[str, dict[str, int]]:
         """Rule id -> {evaluations, matches, fires, suppressions, errors} (for status)."""

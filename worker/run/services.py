@@ -36,7 +36,9 @@ class StatusRunner(Service):
         self.server = server
 
     async def on_start(self) -> None:
-        await self.server.start()
+        # ``zapflow run`` opens the port before Kafka is reachable; adopt it then.
+        if not self.server.started:
+            await self.server.start()
         self.log.info(
             "metrics and status on %s (/metrics /healthz /readyz /status)", self.server.url
         )

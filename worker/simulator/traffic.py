@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from worker.events import SENT_EVENTS
-from worker.simulator.frames import FrameTemplate, make_template
+from worker.simulator.frames import UNIQUE_ID_FIELD, FrameTemplate, make_template
 from worker.simulator.hub import Counters
 
 if TYPE_CHECKING:
@@ -118,9 +118,21 @@ def _padded(payload: Any, min_size: int) -> Any | None:
     return None
 
 
+def _as_templated(event: str, payload: Any) -> Any:
+    """``payload`` with its id already as long as the template's ids (``3EB0`` + 18 hex,
+    a web id, so ``device`` says web), so padding measures the frame that will be sent."""
+    field = UNIQUE_ID_FIELD.get(event)
+    if field is None or not isinstance(payload, dict) or field not in payload:
+        return payload
+    payload = {**payload, field: "3EB0" + "0" * 18}
+    if "device" in payload:
+        payload["device"] = "web"
+    return payload
+
+
 def _generate(sim: Simulator, instance: str, event: str, min_size: int) -> Any:
     for _ in range(50):
-        payload = sim.generate(instance, event)
+        payload = _as_templated(event, sim.generate(instance, event))
         padded = _padded(payload, min_size) if min_size else payload
         if padded is not None:
             return padded
@@ -144,8 +156,6 @@ async def build_schedule(sim: Simulator, profile: Profile) -> list[tuple[str, st
         instance = rng.choice(profile.instances)
         event = rng.choices(events, weights)[0]
         payload = _generate(sim, instance, event, profile.min_size)
-        if event in ("messages.upsert", "send.message") and isinstance(payload, dict):
-            payload = {**payload, "device": "web"}  # the template's ids look like web ids
         schedule.append((instance, event, make_template(event, payload)))
     return schedule
 
