@@ -8,8 +8,9 @@ Two modes:
   ``delivery_timeout``: new records go to the :class:`~worker.ingest.spool.Spool`.
   Records already handed to the producer stay there (they are delivered when the broker
   returns, so they are not duplicated); if they fail they join the spool. Once nothing
-  is in flight, the spool drains oldest first, and when it is empty the mode returns to
-  direct. Ingest also starts in this mode, so a spool left by a previous run drains
+  is in flight, the spool drains oldest first in batches; its last partial batch is
+  handed to the producer ahead of new events and the mode returns to direct (spooled
+  records leave the disk only when Kafka has acknowledged them). Ingest also starts in this mode, so a spool left by a previous run drains
   before new records and a broker that is down at start costs nothing.
 
 Every record carries an ingest sequence number, given when it was received, and the
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -180,9 +182,14 @@ class EventPipeline:
         self._closing = False
         self._spool_warned = False
         self._spool_full = False
+        self._spool_failing = False
         self._spool_warn_ratio = spool_warn_ratio
         self._producer_broken = False
         self._partition_counts: dict[str, int] = {}
+        # Sequence numbers of spooled records handed to the producer in direct mode
+        # (the spool's tail); removed from the spool once acknowledged.
+        self._in_spool: set[int] = set()
+        self._acked_from_spool: list[int] = []
         self._key_partitions = KeyPartitions()
         self.kafka_ready = asyncio.Event()
         stats.mode = SPOOLING
@@ -234,7 +241,7 @@ class EventPipeline:
         # Not yet handed to the producer: straight to disk.
         while self._queue:
             seq, record, _ = self._queue.popleft()
-            self._spool_buffer.append((seq, record))
+            self._to_spool(seq, record)
         self._write_spool()
         deadline = self._clock() + timeout
         while (self._inflight or self._draining) and self._clock() < deadline:  # noqa: ASYNC110
@@ -256,8 +263,9 @@ class EventPipeline:
                 timeout,
             )
             for seq, (record, _, _) in sorted(self._inflight.items()):
-                self._spool_buffer.append((seq, record))
+                self._to_spool(seq, record)
             self._inflight.clear()
+        self._settle_acked_from_spool()
         self._write_spool()
         if self._producer is not None:
             producer, self._producer = self._producer, None
@@ -265,6 +273,18 @@ class EventPipeline:
                 await asyncio.wait_for(producer.stop(), 5.0)
         self._sync_spool_stats()
         self._spool.close()
+
+    def _to_spool(self, seq: int, record: KafkaRecord) -> None:
+        """Keep a record that did not make it; one read from the spool is still there."""
+        if seq in self._in_spool:
+            self._in_spool.discard(seq)
+        else:
+            self._spool_buffer.append((seq, record))
+
+    def _settle_acked_from_spool(self) -> None:
+        if self._acked_from_spool:
+            acked, self._acked_from_spool = self._acked_from_spool, []
+            self._settle_drained(acked)
 
     # --- mode changes -----------------------------------------------------------
     def _enter_spooling(self, reason: str) -> None:
@@ -274,7 +294,7 @@ class EventPipeline:
         self._stats.mode = SPOOLING
         while self._queue:
             seq, record, _ = self._queue.popleft()
-            self._spool_buffer.append((seq, record))
+            self._to_spool(seq, record)
         log.warning("Kafka unavailable (%s); spooling events to %s", reason, self._spool.path)
         self._wake_drainer.set()
 
@@ -300,6 +320,22 @@ class EventPipeline:
             if not self._spool_full:
                 self._spool_full = True
                 log.error("%s", exc)
+        except sqlite3.Error as exc:
+            # Disk full, file removed...: keep the records in memory (bounded) and retry
+            # on the next tick rather than lose them now.
+            keep = batch[-QUEUE_LIMIT:]
+            self._stats.spool_dropped += len(batch) - len(keep)
+            self._spool_buffer = keep + self._spool_buffer
+            if not self._spool_failing:
+                self._spool_failing = True
+                log.error(
+                    "cannot write to spool %s (%s); keeping up to %d events in memory",
+                    self._spool.path,
+                    exc,
+                    QUEUE_LIMIT,
+                )
+            return
+        self._spool_failing = False
         self._stats.spooled += stored
         self._sync_spool_stats()
         ratio = self._spool.fill_ratio
@@ -392,7 +428,7 @@ class EventPipeline:
                     self._inflight.pop(seq, None)
                     self._stats.produce_errors += 1
                     self._producer_broken = True
-                    self._spool_buffer.append((seq, record))
+                    self._to_spool(seq, record)
                     self._enter_spooling(f"send failed: {type(exc).__name__}: {exc}")
                     continue
                 fut.add_done_callback(functools.partial(self._delivered, seq))
@@ -406,8 +442,12 @@ class EventPipeline:
         if fut.cancelled() or exc is not None:
             self._stats.produce_errors += 1
             self._producer_broken = True
-            self._spool_buffer.append((seq, record))
+            self._to_spool(seq, record)
             self._enter_spooling(f"delivery failed: {type(exc).__name__}: {exc}")
+            return
+        if seq in self._in_spool:
+            self._in_spool.discard(seq)
+            self._acked_from_spool.append(seq)
             return
         self._stats.produced += 1
         self._stats.produce_latency.observe(self._clock() - received_at)
@@ -422,10 +462,22 @@ class EventPipeline:
                 waited = self._clock() - sent_at
                 if waited > delivery_timeout:
                     self._enter_spooling(f"no acknowledgement for {waited:.1f}s")
+            self._settle_acked_from_spool()
             self._write_spool()
 
     async def _drain(self) -> None:
         """Spooling mode: reach Kafka, wait for in-flight records, drain the spool."""
+        while True:
+            try:
+                await self._drain_until_direct()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never leave ingest stuck in spooling mode because of one bad turn.
+                log.exception("draining the spool failed; retrying in 5s")
+                await asyncio.sleep(5.0)
+
+    async def _drain_until_direct(self) -> None:
         retry = 0.5
         while True:
             if self._mode == DIRECT or self._closing:
@@ -456,13 +508,28 @@ class EventPipeline:
             if self._inflight:
                 await asyncio.sleep(TICK)
                 continue
+            self._settle_acked_from_spool()
             self._write_spool()
             batch = self._spool.oldest(DRAIN_BATCH)
+            if batch and len(batch) < DRAIN_BATCH and not self._spool_buffer:
+                # The tail of the spool: hand it to the producer ahead of new events and
+                # go direct. Draining to empty first would never end under steady
+                # traffic (new events keep arriving while a batch is in flight). The
+                # records stay on disk until acknowledged.
+                now = self._clock()
+                for item in batch:
+                    self._in_spool.add(item.seq)
+                    self._queue.append((item.seq, item.record, now))
+                log.info("spool drained; sending events to Kafka directly again")
+                self._enter_direct()
+                continue
             if not batch:
                 if not self._spool_buffer and not self._inflight:
                     if self._stats.drained:
                         log.info("spool drained; sending events to Kafka directly again")
                     self._enter_direct()
+                else:  # the spool could not be written: wait for the next try
+                    await asyncio.sleep(TICK)
                 continue
             failed = await self._drain_batch(batch)
             if failed:

@@ -143,18 +143,26 @@ class Spool:
         return result
 
     def remove(self, seqs: Iterable[int]) -> None:
-        """Delete delivered records."""
-        keys = [(s,) for s in seqs]
+        """Delete delivered records (unknown sequence numbers are ignored)."""
+        keys = list(seqs)
         if not keys:
             return
+        removed = 0
+        removed_bytes = 0
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM spool WHERE seq = ?", keys)
-        depth, size = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool"
-        ).fetchone()
-        self.depth = int(depth)
-        self.bytes = int(size)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                count, size = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchone()
+                self._db.execute(f"DELETE FROM spool WHERE seq IN ({marks})", chunk)
+                removed += int(count)
+                removed_bytes += int(size)
+        self.depth -= removed
+        self.bytes -= removed_bytes
 
     def close(self) -> None:
         self._db.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import time
 from dataclasses import dataclass, field
 
 
@@ -36,10 +37,21 @@ class SubscriptionStats:
     connect_failures: int = 0
     #: Silent subscriptions re-established make-before-break.
     resubscribes: int = 0
+    #: Failures in a row behind the current backoff (short-lived connections count).
+    failures_in_a_row: int = 0
     #: Delays waited before reconnecting, most recent last (bounded).
     delays: list[float] = field(default_factory=list)
     frames: int = 0
     invalid_frames: int = 0
+    #: Wall-clock time (epoch seconds) the current state began.
+    since: float | None = None
+    #: Wall-clock time (epoch seconds) of the last frame received.
+    last_frame_at: float | None = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "state" and getattr(self, "state", None) != value:
+            object.__setattr__(self, "since", time.time())
+        object.__setattr__(self, name, value)
 
     def record_delay(self, delay: float) -> None:
         self.delays.append(delay)

@@ -50,6 +50,10 @@ log = logging.getLogger("zapflow.ingest")
 MESSAGE_TOO_BIG: Final = 1009
 
 
+class StopRequested(Exception):
+    """The subscription was stopped while it waited for its turn to connect."""
+
+
 def subscription_url(gateway_url: str, event: str, token: str) -> str:
     """``ws://host/ws/events?event=E&token=T`` (contains the token: never log it)."""
     return f"{gateway_url}?{urlencode({'event': event, 'token': token})}"
@@ -133,16 +137,37 @@ class Subscription:
         """Connect, read, reconnect; returns after :meth:`stop` or when cancelled."""
         try:
             while not self._stopping:
-                ws = await self._connect_until_open()
-                if ws is None:
-                    break
-                await self._read_until_closed(ws)
+                try:
+                    ws = await self._connect_until_open()
+                    if ws is None:
+                        break
+                    await self._read_until_closed(ws)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug or a failing sink must not end the subscription for good.
+                    log.exception("%s: unexpected error; reconnecting", self.name)
+                    await self._drop_connections()
+                    self._backoff = self._backoff.after_failure()
+                    self.stats.failures_in_a_row = self._backoff.failures
+                    self.stats.state = SubscriptionState.BACKOFF
+                    await self._sleep(self._policy.delay(self._backoff.failures, self._rng()))
         finally:
             self.stats.state = SubscriptionState.STOPPED
             for conn in (self._current, self._replacement):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close())
+
+    async def _drop_connections(self) -> None:
+        for conn in (self._current, self._replacement):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._current = self._replacement = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     @property
     def stopping(self) -> bool:
@@ -168,6 +193,8 @@ class Subscription:
         self._wake.set()
 
     async def _sleep(self, delay: float) -> None:
+        if self._stopping:
+            return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
@@ -175,6 +202,8 @@ class Subscription:
     async def _open(self) -> ClientConnection:
         # Handshakes of one instance take turns.
         async with self._lock:
+            if self._stopping:  # stopped while waiting for its turn
+                raise StopRequested
             return await connect(
                 self._url,
                 open_timeout=self._open_timeout,
@@ -201,6 +230,8 @@ class Subscription:
                 ws = await self._open()
             except asyncio.CancelledError:
                 raise
+            except StopRequested:
+                return None
             except InvalidStatus as exc:
                 if exc.response.status_code == 401:
                     await self._auth_failed()
@@ -243,6 +274,7 @@ class Subscription:
         if stats.state == SubscriptionState.AUTH_FAILED:
             log.info("%s: no longer refused with 401 (now: %s)", self.name, describe_error(exc))
         self._backoff = self._backoff.after_failure()
+        stats.failures_in_a_row = self._backoff.failures
         delay = self._policy.delay(self._backoff.failures, self._rng())
         stats.state = SubscriptionState.BACKOFF
         stats.record_delay(delay)
@@ -276,7 +308,7 @@ class Subscription:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watchdog
         self._current = None
         self._watchdog = None
@@ -284,6 +316,7 @@ class Subscription:
             return
         uptime = time.monotonic() - opened_at
         self._backoff = self._backoff.after_connection(uptime, self._policy)
+        stats.failures_in_a_row = self._backoff.failures
         delay = self._policy.delay(self._backoff.failures, self._rng())
         stats.reconnects += 1
         stats.connection = None
@@ -327,6 +360,7 @@ class Subscription:
                     max_frame_bytes=max_bytes,
                 )
                 stats.frames += 1
+                stats.last_frame_at = now_ms / 1000
                 if record.topic == sub.invalid_topic:
                     stats.invalid_frames += 1
                 sink(record, now)
@@ -364,6 +398,8 @@ class Subscription:
                 new = await self._open()
             except asyncio.CancelledError:
                 raise
+            except StopRequested:
+                return
             except Exception as exc:
                 log.warning(
                     "%s: silent for %.0fs but a new connection failed (%s); keeping the old",

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.integration.ingest.conftest import envelope, make_config, read_topics, sequence_gaps
+from worker import schemas
 from worker.events import SENT_EVENTS, STREAMED_EVENTS, event_topic
 from worker.ingest.keys import partition_key
 from worker.ingest.service import IngestService
@@ -59,6 +60,7 @@ async def test_every_delivered_event_of_all_14_subscriptions_lands_once(
         for event in SENT_EVENTS:
             assert counts[(name, event)] == gateway.counters(name, event).delivered, (name, event)
     for record, env in zip(records, envelopes, strict=True):
+        assert schemas.errors("envelope", env) == []
         assert record.topic == event_topic(env["event"], unique_prefix)
         assert set(env) == {"id", "instance", "event", "received_at", "source", "data"}
         assert len(env["id"]) == 26

@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.integration.ingest.conftest import envelope, make_config, read_topics, sequence_gaps
+from worker import schemas
 from worker.events import SENT_EVENTS, event_topic, invalid_topic
 from worker.ingest.backoff import ReconnectPolicy
 from worker.ingest.service import IngestService
@@ -178,6 +179,7 @@ async def test_malformed_frames_go_to_the_invalid_topic_and_ingest_carries_on(
             kafka_bootstrap, [invalid_topic(unique_prefix)], lambda r: len(r) >= 3
         )
     ]
+    assert all(schemas.errors("invalid", i) == [] for i in invalid)
     assert invalid[0]["reason"].startswith("not valid JSON: ")
     assert [(i["reason"], i["raw_size"]) for i in invalid[1:]] == [
         ("binary frame", 8),
@@ -304,3 +306,43 @@ async def test_a_wrong_apikey_stops_discovery_with_a_clear_error(
         f"cannot discover instances from http://127.0.0.1:{gateway.port}/instance/"
         "fetchInstances: HTTP 403; check gateway.apikey (the global apikey)"
     )
+
+
+async def test_connections_dropped_right_after_opening_back_off_instead_of_looping(
+    gateway: Any, kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    shop = gateway.create_instance("shop-bot")
+    config = make_config(
+        gateway,
+        [(shop.name, shop.token)],
+        bootstrap=kafka_bootstrap,
+        prefix=unique_prefix,
+        spool_dir=tmp_path,
+        events=("messages.upsert",),
+        reconnect=ReconnectPolicy(first_delay=0.2, max_delay=1.6, stable_after=10.0),
+    )
+    service = IngestService(config)
+    sub = service.stats.subscription("shop-bot", "messages.upsert")
+    stop = asyncio.Event()
+
+    async def drop_every_connection() -> None:
+        # A gateway that accepts and closes at once (maintenance, a proxy, ...).
+        while not stop.is_set():
+            if gateway.sockets("shop-bot", "messages.upsert").open:
+                await gateway.close_sockets("shop-bot", "messages.upsert")
+            await asyncio.sleep(0.01)
+
+    dropper = asyncio.create_task(drop_every_connection())
+    await service.start()
+    try:
+        await wait_for(lambda: sub.reconnects >= 6, timeout=20, message="six reconnects")
+        await asyncio.sleep(3.0)  # long enough for a tight loop to reconnect hundreds of times
+    finally:
+        stop.set()
+        await dropper
+        await service.stop()
+    # Bounds 0.2, 0.4, 0.8, 1.6, 1.6, ...: at most a dozen connects in a few seconds.
+    assert 6 <= sub.connects <= 16, sub.connects
+    # Each short-lived connection counted as a failure: the bound grew to the cap.
+    assert sub.failures_in_a_row >= 6
+    assert config.reconnect.bound(sub.failures_in_a_row) == 1.6

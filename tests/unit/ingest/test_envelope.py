@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from tests.unit.ingest.shapes import EXPECTED_KEYS, SHAPES
+from worker import schemas
 from worker.ingest.envelope import (
     FrameSource,
     KafkaRecord,
@@ -63,6 +64,7 @@ def test_envelope_of_each_event_shape(event: str) -> None:
         "data": SHAPES[event],
     }
     assert list(envelope) == ["id", "instance", "event", "received_at", "source", "data"]
+    assert schemas.errors("envelope", envelope) == []
 
 
 def test_payload_bytes_reach_kafka_untouched() -> None:
@@ -95,6 +97,7 @@ def test_names_with_quotes_are_escaped_in_the_envelope() -> None:
 def invalid(record: KafkaRecord) -> dict[str, Any]:
     assert record.topic == "codechat.invalid"
     body: dict[str, Any] = orjson.loads(record.value)
+    assert schemas.errors("invalid", body) == []
     assert body["id"] == ID
     assert body["instance"] == "shop-bot"
     assert body["received_at"] == "2026-11-25T20:41:07.123Z"

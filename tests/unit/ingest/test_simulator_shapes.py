@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from worker import schemas
 from worker.events import SENT_EVENTS
 from worker.ingest.envelope import FrameSource, Subscriber, frame_to_record
 from worker.simulator.payloads import PayloadFactory
@@ -63,3 +64,4 @@ def test_envelope_and_key_of_simulator_payloads(event: str, data: Any) -> None:
     assert envelope["data"] == data
     assert envelope["event"] == event
     assert record.key.decode() == expected_key(event, data)
+    assert schemas.errors("envelope", envelope) == []
