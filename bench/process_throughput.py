@@ -228,14 +228,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(bootstrap: str, events_n: int, partitions: int) -> None:
+ONE_RULE = """\
+rules:
+  - id: one-log
+    on: [messages.upsert, connection.update, group-participants.update]
+    when: instance == "nobody"
+    actions:
+      - log: {message: never}
+"""
+
+
+async def measure(
+    bootstrap: str, events_n: int, partitions: int, rule_set: str, dedupe: bool = True
+) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     work = Path(tempfile.mkdtemp(prefix="zapflow-bench-"))
     rules = work / "rules"
     rules.mkdir()
-    for path in (ROOT / "rules").glob("*.yaml"):
+    shipped = list((ROOT / "rules").glob("*.yaml")) if rule_set == "fifty" else []
+    for path in shipped:
         (rules / path.name).write_text(path.read_text())
-    (rules / "bench.yaml").write_text(extra_rules())
+    (rules / "bench.yaml").write_text(extra_rules() if rule_set == "fifty" else ONE_RULE)
     config = work / "zapflow.yaml"
     app_id = f"{prefix}process"
     config.write_text(
@@ -250,6 +263,7 @@ async def measure(bootstrap: str, events_n: int, partitions: int) -> None:
                     "app_id": app_id,
                     "store": "memory://",
                     "data_dir": str(work / "data"),
+                    "dedupe_ttl_s": 3600 if dedupe else 0,
                     "faust": {"broker_commit_interval": 0.5, "table_standby_replicas": 0},
                 },
             }
@@ -312,7 +326,7 @@ async def measure(bootstrap: str, events_n: int, partitions: int) -> None:
         span = last[0] - first[0]
         processed = last[1] - first[1]
         cpu = last[2] - first[2]
-        print(f"rules: 50 ({len(list(rules.glob('*.yaml')))} files), partitions: {partitions}")
+        print(f"rules: {rule_set}, partitions: {partitions}, duplicate detection: {dedupe}")
         print(
             f"processed {processed} events in {span:.1f}s after the first commit: "
             f"{processed / span:,.0f} events/s; worker CPU {cpu / processed * 1e6:.0f} µs/event "
@@ -328,15 +342,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--no-dedupe",
+        action="store_true",
+        help="turn duplicate detection off (no changelog write per message event)",
+    )
+    parser.add_argument(
+        "--rule-set",
+        choices=["fifty", "one"],
+        default="fifty",
+        help="the 50-rule set, or one rule that never matches (Faust and stage overhead only)",
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
-        asyncio.run(measure(bootstrap, args.events, args.partitions))
+        asyncio.run(
+            measure(bootstrap, args.events, args.partitions, args.rule_set, not args.no_dedupe)
+        )
         return
     from worker.devkafka.broker import KafkaBroker
 
     with tempfile.TemporaryDirectory() as data, KafkaBroker(Path(data)) as broker:
-        asyncio.run(measure(broker.bootstrap_servers, args.events, args.partitions))
+        asyncio.run(
+            measure(
+                broker.bootstrap_servers,
+                args.events,
+                args.partitions,
+                args.rule_set,
+                not args.no_dedupe,
+            )
+        )
 
 
 if __name__ == "__main__":

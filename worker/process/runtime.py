@@ -22,10 +22,11 @@ from worker.process.state import (
     EngineState,
     apply_changes,
     expired_keys,
-    is_duplicate,
     keys_of_rules,
     partition_state,
+    remember,
     rule_id_of,
+    seen_before,
 )
 
 log = logging.getLogger("zapflow.process")
@@ -57,7 +58,7 @@ class EventProcessor:
 
     watcher: RulesWatcher
     engine: RulesEngine
-    #: How long a gateway message id is remembered for duplicate detection.
+    #: How long a gateway message id is remembered for duplicate detection (0: not at all).
     dedupe_ttl_s: float = 3600.0
     #: How often each partition's whole state is walked (expiry, index rebuild, purges).
     sweep_interval_s: float = 60.0
@@ -95,9 +96,9 @@ class EventProcessor:
             if is_own_echo(envelope.get("data")):
                 counters.echoes += 1
                 return NO_ACTIONS
-            key = dedupe_key(envelope)
-            if key is not None and is_duplicate(
-                seen, key, envelope["id"], partition, now_s=now.timestamp(), ttl_s=self.dedupe_ttl_s
+            key = dedupe_key(envelope) if self.dedupe_ttl_s > 0 else None
+            if key is not None and seen_before(
+                seen, key, envelope["id"], now_s=now.timestamp(), ttl_s=self.dedupe_ttl_s
             ):
                 counters.duplicates += 1
                 return NO_ACTIONS
@@ -105,6 +106,11 @@ class EventProcessor:
             if evaluation.changes:
                 apply_changes(state, evaluation.changes, partition)
                 self._track_timers(partition, evaluation.changes)
+            if key is not None and (evaluation.actions or evaluation.changes):
+                # Only a message that did something is remembered: evaluating one that did
+                # nothing again does nothing again, and each remembered id costs a changelog
+                # write, which measured as the largest per-event cost of the stage.
+                remember(seen, key, envelope["id"], partition, now.timestamp())
             counters.evaluated += 1
             counters.actions += len(evaluation.actions)
             return evaluation.actions

@@ -11,7 +11,7 @@ process:
   app_id: zapflow-process             # consumer group, prefix of changelog topics
   store: rocksdb://                   # memory:// rebuilds state from the changelog on start
   data_dir: .zapflow/process          # RocksDB files
-  dedupe_ttl_s: 3600                  # how long a gateway message id is remembered
+  dedupe_ttl_s: 3600                  # how long a gateway message id is remembered (0: off)
   reload_interval_s: 1.0              # how often the rules directory is checked
   tick_interval_s: 1.0                # how often due timers are fired
   http_port: 9464                     # /metrics /healthz /readyz /status; absent = none

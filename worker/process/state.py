@@ -73,27 +73,24 @@ def keys_of_rules(
     return [key for key, stored in items if stored[0] == partition and rule_id_of(key) in rule_ids]
 
 
-def is_duplicate(
-    seen: MutableMapping[str, Any],
-    key: str,
-    event_id: str,
-    partition: int,
-    *,
-    now_s: float,
-    ttl_s: float,
+def seen_before(
+    seen: Mapping[str, Any], key: str, event_id: str, *, now_s: float, ttl_s: float
 ) -> bool:
     """Whether another envelope already delivered this gateway message within ``ttl_s``.
 
-    Remembers the first envelope id that carried the message. The same envelope seen again
-    is a Kafka redelivery (the worker restarted before committing), not a second delivery by
-    the gateway, so it is evaluated again: its actions keep their idempotency keys and the
-    executor performs them once.
+    The same envelope seen again is a Kafka redelivery (the worker restarted before
+    committing), not a second delivery by the gateway, so it is evaluated again: its actions
+    keep their idempotency keys and the executor performs them once.
     """
     entry = seen.get(key)
-    if entry is not None and now_s - entry[1] < ttl_s:
-        return bool(entry[2] != event_id)
+    return entry is not None and now_s - entry[1] < ttl_s and entry[2] != event_id
+
+
+def remember(
+    seen: MutableMapping[str, Any], key: str, event_id: str, partition: int, now_s: float
+) -> None:
+    """Note that ``event_id`` delivered the gateway message ``key``."""
     seen[key] = [partition, now_s, event_id]
-    return False
 
 
 def expired_keys(

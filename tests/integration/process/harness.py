@@ -7,7 +7,6 @@ process, is fed envelopes with aiokafka, and its action records are read back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from worker.actions.ids import message_id_for
 from worker.events import actions_topic, event_topic
 
 _CHAT_EVENTS = ("messages.", "chats.", "send.message", "presence.update")
@@ -152,8 +152,8 @@ def envelope(event: str, data: Any, instance: str = "shop-bot") -> dict[str, Any
 
 
 def own_message_id(idempotency_key: str) -> str:
-    """The ``options.messageId`` the executor gives a send (contracts §4)."""
-    return "ZF" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:30].upper()
+    """The ``options.messageId`` the executor gives the send of this action."""
+    return message_id_for(idempotency_key)
 
 
 class Kafka:

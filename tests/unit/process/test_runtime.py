@@ -190,3 +190,22 @@ def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(
     processor.forget_partitions()
     fired = processor.tick(0, recovered, {}, NOW + timedelta(seconds=2))
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
+
+
+def test_duplicate_detection_is_off_with_a_zero_ttl(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, {"id": "every", "on": "messages.upsert"})
+    processor.dedupe_ttl_s = 0
+    seen: dict[str, Any] = {}
+    assert len(processor.process(contact_text("01JA"), 0, {}, seen, NOW)) == 1
+    assert len(processor.process(contact_text("01JB"), 0, {}, seen, NOW)) == 1
+    assert seen == {}
+
+
+def test_a_message_that_did_nothing_is_not_remembered(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    state: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    assert len(processor.process(contact_text("01JA"), 0, state, seen, NOW)) == 1
+    throttled = contact_text("01JB", key_id="OTHER")
+    assert not processor.process(throttled, 0, state, seen, NOW)
+    assert list(seen) == ["shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D"]

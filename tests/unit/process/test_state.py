@@ -8,10 +8,11 @@ from worker.process.state import (
     EngineState,
     apply_changes,
     expired_keys,
-    is_duplicate,
     keys_of_rules,
     partition_state,
+    remember,
     rule_id_of,
+    seen_before,
 )
 
 
@@ -52,20 +53,18 @@ def test_keys_of_rules_selects_by_rule_and_partition() -> None:
     assert keys_of_rules(items, 0, frozenset()) == []
 
 
-def test_second_envelope_with_the_same_message_is_a_duplicate_within_ttl() -> None:
+def test_another_envelope_with_a_remembered_message_is_a_duplicate_within_ttl() -> None:
     seen: dict[str, Any] = {}
-    assert not is_duplicate(seen, "k", "ev1", 2, now_s=100.0, ttl_s=60.0)
+    assert not seen_before(seen, "k", "ev1", now_s=100.0, ttl_s=60.0)
+    remember(seen, "k", "ev1", 2, 100.0)
     assert seen == {"k": [2, 100.0, "ev1"]}
-    assert is_duplicate(seen, "k", "ev2", 2, now_s=150.0, ttl_s=60.0)
-    assert not is_duplicate(seen, "k", "ev3", 2, now_s=160.0, ttl_s=60.0)  # expired: new
-    assert seen == {"k": [2, 160.0, "ev3"]}
+    assert seen_before(seen, "k", "ev2", now_s=150.0, ttl_s=60.0)
+    assert not seen_before(seen, "k", "ev3", now_s=160.0, ttl_s=60.0)  # expired: new
 
 
-def test_redelivery_of_the_same_envelope_is_evaluated_again() -> None:
-    seen: dict[str, Any] = {}
-    assert not is_duplicate(seen, "k", "ev1", 0, now_s=100.0, ttl_s=60.0)
-    assert not is_duplicate(seen, "k", "ev1", 0, now_s=101.0, ttl_s=60.0)
-    assert seen == {"k": [0, 100.0, "ev1"]}
+def test_redelivery_of_the_same_envelope_is_not_a_duplicate() -> None:
+    seen: dict[str, Any] = {"k": [0, 100.0, "ev1"]}
+    assert not seen_before(seen, "k", "ev1", now_s=101.0, ttl_s=60.0)
 
 
 def test_expired_keys_are_those_of_the_partition_older_than_ttl() -> None:
