@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 from bench.harness import (
@@ -25,6 +26,8 @@ from bench.harness import (
     fmt,
     fmt_int,
     list_topics,
+    profile,
+    profile_note,
     summary,
     wait_for,
 )
@@ -90,13 +93,20 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         warm = await _warm_up(sim, children)
         report.note(f"Pipeline answered its first probe after {warm:.1f} s of warm-up.")
         rows = []
+        profiles: list[Path] = []
         for rate in RATES:
+            spies = [
+                asyncio.ensure_future(profile(c, duration, f"latency-{rate}-{c.name}"))
+                for c in children
+                if rate == 500
+            ]
             result = await sim.command(
                 op="paced", rate=rate, duration=duration, min_size=SIZE, settle=15.0, within=120.0
             )
             for child in children:
                 if not child.alive():
                     raise BenchError(f"{child.name} exited\n{child.log_tail()}")
+            profiles += [p for p in await asyncio.gather(*spies) if p is not None]
             stats = summary(result["latencies_ms"])
             usage = {c.name: c.usage() for c in children}
             rows.append((rate, result, stats, usage))
@@ -160,6 +170,8 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         ("events/s", *STAGES),
         [(fmt_int(rate), *stage_cells(result["samples"], stages)) for rate, result, _, _ in rows],
     )
+    for path in profiles:
+        profile_note(report, f"{path.stem} (during the 500 events/s run)", path)
     report.note(
         "Stages: **socket → ingest** = simulator write to `received_at` stamped by ingest; "
         "**ingest → Kafka** = `received_at` to the event record's Kafka timestamp (set when "
