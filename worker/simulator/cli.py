@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 DEFAULT_PORT = 8084
@@ -110,6 +111,12 @@ def register(subparsers: Any) -> None:
         help="group participants as v7 objects or v6 strings (default v7)",
     )
     parser.add_argument(
+        "--tokens-dir",
+        type=Path,
+        default=None,
+        help="also write each instance's token to DIR/<instance>.token (for ${file:...} config)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="log handshakes and socket changes to stderr"
     )
     parser.set_defaults(handler=run)
@@ -178,6 +185,10 @@ async def _serve(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     for name in names:
         sim.create_instance(name)
+    if args.tokens_dir is not None:
+        args.tokens_dir.mkdir(parents=True, exist_ok=True)
+        for instance in sim.instances:
+            (args.tokens_dir / f"{instance.name}.token").write_text(instance.token + "\n")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,6 +19,8 @@ the simulator to localhost.
                                             "min_size"?}   -> 202 {"id"}
     GET    /_sim/profile                   running and finished profiles; DELETE stops all
     POST   /_sim/scenario                  the scenario YAML as the body -> 202 {"id"}
+    POST   /_sim/webhook/NAME              a webhook sink for demo alert channels
+    GET    /_sim/webhook/NAME              what the sink received
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import dataclasses
 import itertools
+import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -80,6 +85,8 @@ class Control:
         self.ids = itertools.count(1)
         self.running: dict[int, tuple[str, asyncio.Task[Any]]] = {}
         self.finished: list[dict[str, Any]] = []
+        #: Posts received by the webhook sink, newest last (bounded).
+        self.webhooks: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
 
     def _instance_json(self, name: str) -> dict[str, Any]:
         inst = self.sim.instance(name)
@@ -128,6 +135,24 @@ class Control:
             self.sim.rest_calls.clear()
             return _json({"cleared": True})
         return _json([dataclasses.asdict(c) for c in self.sim.rest_calls])
+
+    async def webhook(self, request: web.Request) -> web.StreamResponse:
+        """A webhook sink for demos: alert channels can post here; GET lists what came.
+
+        Not part of the gateway: a convenience so a demo needs no other receiver.
+        """
+        name = request.match_info["name"]
+        if request.method == "GET":
+            return _json([w for w in self.webhooks if w["channel"] == name])
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        self.webhooks.append(
+            {"channel": request.match_info["name"], "at": time.time(), "body": body}
+        )
+        return _json({"ok": True})
 
     async def close_sockets(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)
@@ -259,6 +284,8 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         ("POST", "/profile", control.profile),
         ("DELETE", "/profile", control.profile),
         ("POST", "/scenario", control.scenario),
+        ("POST", "/webhook/{name}", control.webhook),
+        ("GET", "/webhook/{name}", control.webhook),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, _guarded(handler))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -46,6 +47,22 @@ def test_interrupting_the_owner_stops_the_broker(tmp_path: Path) -> None:
     owner.send_signal(signal.SIGINT)
     owner.wait(timeout=40)
     wait_until(lambda: not pid_alive(broker_pid), timeout=30, message="the broker to stop")
+
+
+def _cluster_brokers(address: str) -> list[tuple[str, int]]:
+    """What a Kafka client sees at ``address`` (the check `kcat -L` would make)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def describe() -> list[tuple[str, int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=address)
+        await admin.start()
+        try:
+            cluster = await admin.describe_cluster()
+        finally:
+            await admin.close()
+        return [(b["host"], b["port"]) for b in cluster["brokers"]]
+
+    return asyncio.run(describe())
 
 
 def test_cli_start_status_stop_leaves_no_java_process(tmp_path: Path) -> None:

@@ -143,30 +143,34 @@ async def test_metrics_move_with_traffic_and_pass_the_prometheus_linter(
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
 
 
-async def test_status_and_tail_work_against_the_running_worker(worker: RunningWorker) -> None:
-    status = await asyncio.create_subprocess_exec(
+async def _run_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "worker",
-        "status",
-        "--url",
-        worker.http_url,
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(status.communicate(), 30)
-    assert status.returncode == 0, err.decode()
-    text = out.decode()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:  # timed out: leave nothing running
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_status_and_tail_work_against_the_running_worker(worker: RunningWorker) -> None:
+    code, text, err = await _run_cli("status", "--url", worker.http_url)
+    assert code == 0, err
     assert "✓ kafka" in text and "✓ rules" in text and "✓ subscriptions" in text
     assert "shop-a" in text and "group-participants.update" in text and "open" in text
 
     assert await worker.sim.emit(
         "shop-d", "connection.update", worker.sim.factory("shop-d").connection("open", 200)
     )
-    tail = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
+    code, out, err = await _run_cli(
         "tail",
         "connection.update",
         "--bootstrap",
@@ -177,12 +181,9 @@ async def test_status_and_tail_work_against_the_running_worker(worker: RunningWo
         "1h",
         "--limit",
         "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(tail.communicate(), 30)
-    assert tail.returncode == 0, err.decode()
-    assert "connection.update" in out.decode() and "state=" in out.decode()
+    assert code == 0, err
+    assert "connection.update" in out and "state=" in out
 
 
 async def test_every_record_written_matches_the_shipped_schemas(worker: RunningWorker) -> None:
