@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,9 @@ def events(count: int, seed: int = 7, chats: int = 5000) -> list[tuple[str, byte
         instance = f"shop-{rng.randrange(16)}"
         roll = rng.random()
         if roll < 0.85:
-            chat = f"55119{rng.randrange(chats):07d}@s.whatsapp.net"
+            number = rng.randrange(chats)
+            instance = f"shop-{number % 16}"  # each contact writes to one shop number
+            chat = f"55119{number:07d}@s.whatsapp.net"
             image = rng.random() < 0.1
             data = {
                 "keyId": f"3A{n:018X}",
@@ -223,6 +225,23 @@ async def committed(bootstrap: str, group: str, topics: list[str]) -> int:
     return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic in topics)
 
 
+async def count_actions(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -239,7 +258,12 @@ rules:
 
 
 async def measure(
-    bootstrap: str, events_n: int, partitions: int, rule_set: str, dedupe: bool = True
+    bootstrap: str,
+    events_n: int,
+    partitions: int,
+    rule_set: str,
+    dedupe: bool = True,
+    chats: int = 1000,
 ) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     work = Path(tempfile.mkdtemp(prefix="zapflow-bench-"))
@@ -269,7 +293,7 @@ async def measure(
             }
         )
     )
-    batch = events(events_n)
+    batch = events(events_n, chats=chats)
     topics = sorted({event_topic(e, prefix) for e, _, _ in batch})
     started = time.monotonic()
     await prefill(bootstrap, prefix, batch, partitions)
@@ -326,7 +350,12 @@ async def measure(
         span = last[0] - first[0]
         processed = last[1] - first[1]
         cpu = last[2] - first[2]
-        print(f"rules: {rule_set}, partitions: {partitions}, duplicate detection: {dedupe}")
+        actions = await count_actions(bootstrap, f"{prefix}actions")
+        print(
+            f"rules: {rule_set}, partitions: {partitions}, chats: {chats}, "
+            f"duplicate detection: {dedupe}, actions produced: {actions} "
+            f"({actions / events_n:.2f} per event)"
+        )
         print(
             f"processed {processed} events in {span:.1f}s after the first commit: "
             f"{processed / span:,.0f} events/s; worker CPU {cpu / processed * 1e6:.0f} µs/event "
@@ -343,6 +372,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
+        "--chats",
+        type=int,
+        default=1000,
+        help="distinct chats writing (fewer: more messages throttled, fewer actions)",
+    )
+    parser.add_argument(
         "--no-dedupe",
         action="store_true",
         help="turn duplicate detection off (no changelog write per message event)",
@@ -357,7 +392,14 @@ def main() -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
         asyncio.run(
-            measure(bootstrap, args.events, args.partitions, args.rule_set, not args.no_dedupe)
+            measure(
+                bootstrap,
+                args.events,
+                args.partitions,
+                args.rule_set,
+                not args.no_dedupe,
+                args.chats,
+            )
         )
         return
     from worker.devkafka.broker import KafkaBroker

@@ -38,6 +38,11 @@ def tick_topic_name(app_id: str) -> str:
     return f"{app_id}-ticks"
 
 
+def unsubscribed(events: frozenset[str], subscribed: Sequence[str]) -> list[str]:
+    """Events a reloaded bundle listens to that this worker does not consume."""
+    return sorted(events - set(subscribed))
+
+
 def faust_settings(settings: ProcessSettings) -> dict[str, Any]:
     """The ``faust.App`` keyword arguments for these settings."""
     brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
@@ -111,7 +116,13 @@ def build_app(
 
     async def emit(records: Sequence[ActionRecordLike]) -> None:
         for record in records:
-            await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+            try:
+                await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+            except Exception:
+                # Raising would restart the agent and ack the event anyway (Faust), so the
+                # loss is said here, with the key, and counted.
+                processor.counters.emit_errors += 1
+                log.exception("action %s not produced", record.idempotency_key)
 
     @app.agent(source, name="evaluate-events")
     async def evaluate_events(stream: Any) -> None:
@@ -149,7 +160,7 @@ def build_app(
             outcome = await asyncio.to_thread(watcher.check, force)
             processor.reloaded(outcome)
             if outcome.status == "swapped":
-                missing = sorted(watcher.current.bundle.events - set(subscribed))
+                missing = unsubscribed(watcher.current.bundle.events, subscribed)
                 if missing:
                     log.warning(
                         "rules now listen to %s, which this worker does not consume; "

@@ -46,6 +46,7 @@ class ProcessCounters:
     errors: int = 0
     actions: int = 0
     timer_actions: int = 0
+    emit_errors: int = 0
     tick_errors: int = 0
     sweeps: int = 0
     reloads: int = 0

@@ -10,7 +10,13 @@ import orjson
 import pytest
 
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
-from worker.process.app import ProcessApp, build_app, faust_settings, tick_topic_name
+from worker.process.app import (
+    ProcessApp,
+    build_app,
+    faust_settings,
+    tick_topic_name,
+    unsubscribed,
+)
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
 
@@ -120,3 +126,20 @@ def test_faust_settings_follow_the_process_settings() -> None:
     assert conf["broker_session_timeout"] == 10
     assert conf["web_enabled"] is True
     assert tick_topic_name("zapflow-process") == "zapflow-process-ticks"
+
+
+async def test_an_action_that_cannot_be_produced_is_logged_and_counted(
+    process_app: ProcessApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    process_app.actions.send.side_effect = RuntimeError("broker gone")
+    data = {"keyId": "3A6B", "keyFromMe": False}
+    async with process_app.evaluate_events.test_context() as agent:
+        await agent.put(orjson.dumps(envelope("messages.upsert", data, id="01JA")), key=b"k")
+    assert process_app.processor.counters.emit_errors == 1
+    assert "action auto-reply:01JA:0:-:fire not produced" in caplog.text
+
+
+def test_events_a_reloaded_bundle_adds_are_named_for_the_restart_warning() -> None:
+    events = frozenset({"messages.upsert", "call.upsert", "groups.update"})
+    assert unsubscribed(events, ("messages.upsert",)) == ["call.upsert", "groups.update"]
+    assert unsubscribed(frozenset({"messages.upsert"}), ("messages.upsert",)) == []
