@@ -1,18 +1,22 @@
 """The executor: a Faust agent on the actions topic that performs each record at most once.
 
-The agent itself only claims: it records the key as ``pending`` in a changelog-backed table,
-flushes the changelog, and hands the record to a task; only then does it move on (which acks the
-record). Tasks wait for send limits and retry delays, perform, and write ``done`` or ``failed``.
-Slow endpoints, retries and send limits therefore never hold up the agent, and a crash loses no
-record: whatever was claimed but not finished is resumed from the table when its partition is
-assigned again. :mod:`worker.actions.ledger` lists the crash windows.
+The agent itself only claims: for a batch of records it records each new key as ``pending`` in
+a changelog-backed table, waits until Kafka has those claims, and hands each record to a task;
+only then does it move on (which acks the batch). Tasks wait for send limits and retry delays,
+perform, and write ``done`` or ``failed``. Slow endpoints, retries and send limits therefore
+never hold up the agent, and a crash loses no record: whatever was claimed but not finished is
+resumed from the table when its partition is assigned again. :mod:`worker.actions.ledger` lists
+the crash windows.
 
 Faust facts this relies on (faust-streaming 0.15.3):
 
 - an exception inside an agent acks the record and restarts the agent, so every record is
   handled inside ``try`` and failures go to the dead-letter topic;
-- table writes need the partition of "the current event"; tasks write from outside the stream,
-  so they set a stand-in event for the key's partition (see :func:`_on_partition`);
+- table stores take the partition from "the current event"; tasks write from outside the
+  stream, so they set a stand-in event for the key's partition (see :func:`_on_partition`);
+- the executor writes the table's changelog itself, with its own idempotent producer, so each
+  write can be awaited alone and all writes of a key stay in order (Faust's
+  ``send_and_wait`` was seen to hang on a dead letter under concurrent sends);
 - the actions topic must exist with the table's partition count before the worker starts
   (:func:`worker.actions.topics.ensure_topics`).
 """
@@ -35,6 +39,7 @@ from typing import Any, Final
 import aiohttp
 import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event
 
 from worker.actions import ledger
@@ -46,11 +51,17 @@ from worker.actions.requests import InvalidParams, OutboundRequest, SendLimitKey
 from worker.actions.retry import Failure, failure_for_exception
 from worker.actions.secrets import BadSecretReference, SecretNotSet
 from worker.actions.settings import ExecutorSettings
+from worker.actions.stats import ExecutorStats
 from worker.events import actions_topic, dlq_topic
 
 log = logging.getLogger("worker.actions")
 #: Where ``log`` actions write, so ops can route rule output apart from executor diagnostics.
 action_log = logging.getLogger("worker.actions.log")
+
+#: Records claimed together (one round trip to Kafka for all their claims), and how long the
+#: agent waits to fill a batch; the wait bounds the latency it adds to a lone record.
+_CLAIM_BATCH: Final = 500
+_CLAIM_WAIT_S: Final = 0.005
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -121,12 +132,16 @@ class Executor:
             schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
         )
         self.limiter = SendLimiter(settings.send_rate_per_instance, settings.send_rate_per_chat)
+        self.stats = ExecutorStats()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         #: Keys whose request is on the wire right now (shutdown lets these finish).
         self._in_request: set[str] = set()
         self._limiter_swept = monotonic()
         self._room = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self._changelog_topic = f"{app.conf.id}-{settings.table_name}-changelog"
         self._all_slots: asyncio.Semaphore | None = None
         self._destination_slots: dict[str, asyncio.Semaphore] = {}
         self.agent = app.agent(self.topic, name=f"{settings.table_name}-executor")(self._consume)
@@ -138,39 +153,71 @@ class Executor:
     # -- the agent: claim and hand over -------------------------------------------------------
 
     async def _consume(self, stream: Any) -> None:
-        async for event in stream.events():
+        # Batches, so the claims of many records cost one round trip to Kafka; Faust acks a
+        # batch's records only after this loop body is done with them.
+        async for events in stream.take_events(_CLAIM_BATCH, within=_CLAIM_WAIT_S):
             try:
-                await self._accept(event.value, event.message.partition)
+                await self._accept_batch(events)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Never let one record kill the agent: Faust would ack it and move on anyway.
-                log.exception("action record at %s failed in the executor", _where(event))
+                # Never let a record kill the agent: Faust would ack it and move on anyway.
+                log.exception("action records at %s failed in the executor", _where(events[0]))
 
-    async def _accept(self, raw: bytes, partition: int) -> None:
+    async def _accept_batch(self, events: list[Any]) -> None:
+        """Claim the batch's new keys, wait until Kafka has the claims, then start them.
+
+        Waiting before the batch is acked is what makes a record impossible to lose: either
+        its claim is in the table's changelog, or its offset is not committed and Kafka
+        delivers it again.
+        """
+        claims: list[tuple[str, LedgerEntry, asyncio.Future[Any]]] = []
+        claimed_now: set[str] = set()
+        for event in events:
+            entry_and_key = await self._accept(event.value, event.message.partition, claimed_now)
+            if entry_and_key is not None:
+                key, entry = entry_and_key
+                claimed_now.add(key)
+                claims.append((key, entry, await self._send_entry(key, entry)))
+        for key, entry, sent in claims:
+            try:
+                await sent
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("claim of %s failed to reach Kafka (%r); writing it again", key, exc)
+                await self._write(key, entry)
+            self._start(key, entry)
+
+    async def _accept(
+        self, raw: bytes, partition: int, claimed_now: set[str]
+    ) -> tuple[str, LedgerEntry] | None:
+        """The claim to make for one record, or ``None`` when there is nothing to claim."""
         try:
             record = ActionRecord.from_json(raw)
         except InvalidActionRecord as exc:
+            self.stats.invalid_records += 1
             await self._dead_letter_raw(raw, str(exc))
-            return
+            return None
         key = record.idempotency_key
-        stored = self.table.get(key)
+        if key in claimed_now:
+            return None
+        # Looked up in the key's own partition: in a batch, Faust's "current event" (which
+        # the RocksDB store would consult) may be another record's.
+        with _on_partition(self.topic_name, partition):
+            stored = self.table.data.get(key)
         if stored is not None:
             entry = LedgerEntry.from_dict(stored)
             if entry.finished:
+                self.stats.duplicates_skipped += 1
                 log.info("action %s already %s; skipping the redelivery", key, entry.state)
             elif key not in self._tasks:
                 self._start(key, entry)
-            return
+            return None
         while len(self._tasks) >= self.settings.max_pending:
             self._room.clear()
             await self._room.wait()
-        entry = ledger.claimed(record.to_dict(), partition, self._wall_clock())
-        # No flush here: the task flushes before it sends anything, and Faust flushes the
-        # producer before it commits this record's offset, so the claim is durable before
-        # either could matter - and the agent never waits for Kafka per record.
-        await self._write(key, entry, wait=False)
-        self._start(key, entry)
+        return key, ledger.claimed(record.to_dict(), partition, self._wall_clock())
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
 
@@ -232,6 +279,7 @@ class Executor:
                 # hold the task. Faust flushes what is left before it commits or stops.
                 entry = ledger.completed(entry, self._wall_clock())
                 await self._write(key, entry, wait=False)
+                self.stats.performed[record.kind] += 1
                 log.info(
                     "action %s (%s) done after %d attempt(s)", key, record.kind, entry.attempts
                 )
@@ -247,6 +295,7 @@ class Executor:
                 failure.error,
                 delay,
             )
+            self.stats.retries[record.kind] += 1
             now = self._wall_clock()
             entry = ledger.retry_scheduled(entry, failure.error, now + delay, now)
             await self._write(key, entry, wait=False)
@@ -256,14 +305,19 @@ class Executor:
         if now - self._limiter_swept > 60.0:
             self.limiter.forget_idle(now)
             self._limiter_swept = now
-        wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
-        if wait > 0:
-            log.info("action %s waits %.2fs for the send limit of chat %s", key, wait, limit.chat)
-            await asyncio.sleep(wait)
+        chat_wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
+        if chat_wait > 0:
+            log.info(
+                "action %s waits %.2fs for the send limit of chat %s", key, chat_wait, limit.chat
+            )
+            await asyncio.sleep(chat_wait)
         wait = self.limiter.reserve_instance(limit.instance, self._monotonic())
         if wait > 0:
             log.info("action %s waits %.2fs for the send limit of %s", key, wait, limit.instance)
             await asyncio.sleep(wait)
+        if chat_wait > 0 or wait > 0:
+            self.stats.send_limit_waits += 1
+            self.stats.send_limit_wait_seconds += chat_wait + max(wait, 0.0)
 
     def _request_for(self, record: ActionRecord) -> OutboundRequest | None:
         if record.kind in ("kafka.produce", "log"):
@@ -310,8 +364,9 @@ class Executor:
         value = orjson.dumps(record.params.get("value"))
         headers = [("idempotency-key", record.idempotency_key.encode())]
         try:
-            await self.app.producer.send_and_wait(
-                topic, key.encode() if key is not None else None, value, None, None, headers
+            producer = await self._kafka()
+            await producer.send_and_wait(
+                topic, value, key=key.encode() if key is not None else None, headers=headers
             )
         except Exception as exc:
             failure = failure_for_exception(exc)
@@ -331,6 +386,7 @@ class Executor:
             failed_at=datetime.fromtimestamp(self._wall_clock(), tz=UTC),
         )
         await self._send_to_dlq(key.encode(), value)
+        self.stats.dead_lettered[(str(record.get("kind", "")), failure.retriable)] += 1
         log.error(
             "action %s failed for good after %d attempt(s): %s", key, entry.attempts, failure.error
         )
@@ -359,36 +415,51 @@ class Executor:
     async def _write(self, key: str, entry: LedgerEntry, *, wait: bool = True) -> None:
         """Store ``entry`` and send its changelog record; with ``wait``, until Kafka has it.
 
-        Waits for this record only (a producer-wide flush would, under load, wait for every
-        other task's writes too). Kafka being away is not the action's fault: keep trying
-        rather than dead-lettering the action.
+        Kafka being away is not the action's fault: keep trying rather than dead-lettering.
+        """
+        if not wait:
+            sent = await self._send_entry(key, entry)
+            sent.add_done_callback(lambda f: _log_lost_write(key, f))
+            return
+
+        async def send() -> None:
+            await (await self._send_entry(key, entry))
+
+        await self._until_kafka_takes(send, f"the table entry of {key}")
+
+    async def _send_entry(self, key: str, entry: LedgerEntry) -> asyncio.Future[Any]:
+        """Update the local table and queue the changelog record; returns its delivery future.
+
+        The executor writes the table's changelog itself, through its own producer, in the
+        format Faust reads back on recovery (JSON key and value, the key's own partition): one
+        producer keeps every write of a key in order, and each write can be awaited alone
+        (a producer-wide flush would, under load, wait for every other task's writes too).
         """
         value = entry.to_dict()
         with _on_partition(self.topic_name, entry.partition):
             self.table.data[key] = value
-        if not wait:
-            self.table.send_changelog(entry.partition, key, value)
-            return
+        producer = await self._kafka()
+        future: asyncio.Future[Any] = await producer.send(
+            self._changelog_topic,
+            orjson.dumps(value),
+            key=orjson.dumps(key),
+            partition=entry.partition,
+        )
+        return future
 
-        async def send() -> None:
-            sent = await self.table.changelog_topic.send(
-                key=key,
-                value=value,
-                partition=entry.partition,
-                key_serializer=self.table.key_serializer,
-                value_serializer=self.table.value_serializer,
-            )
-            await sent
-
-        await self._until_kafka_takes(send, f"the table entry of {key}")
+    async def _forget(self, key: str, partition: int) -> None:
+        """Drop ``key`` from the table (a tombstone in the changelog)."""
+        with _on_partition(self.topic_name, partition):
+            self.table.data.pop(key, None)
+        producer = await self._kafka()
+        await producer.send(self._changelog_topic, None, key=orjson.dumps(key), partition=partition)
 
     async def _send_to_dlq(self, key: bytes | None, value: Mapping[str, Any]) -> None:
         payload = orjson.dumps(value)
 
         async def send() -> None:
-            await self.app.producer.send_and_wait(
-                self.dlq_topic_name, key, payload, None, None, None
-            )
+            producer = await self._kafka()
+            await producer.send_and_wait(self.dlq_topic_name, payload, key=key)
 
         await self._until_kafka_takes(send, f"a record for {self.dlq_topic_name}")
 
@@ -419,6 +490,7 @@ class Executor:
             if not entry.finished and entry.partition in ours and key not in self._tasks:
                 self._start(key, entry)
                 resumed += 1
+        self.stats.resumed += resumed
         if resumed:
             log.info("resumed %d pending action(s) after recovery", resumed)
 
@@ -441,48 +513,78 @@ class Executor:
             if entry.finished and entry.updated_at < cutoff and entry.partition in ours:
                 expired.append((key, entry.partition))
         for key, partition in expired:
-            with _on_partition(self.topic_name, partition):
-                del self.table[key]
+            await self._forget(key, partition)
         if expired:
-            await self.app.producer.flush()
+            await (await self._kafka()).flush()
             log.info("forgot %d finished action key(s) older than the retention", len(expired))
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
-        """Stop work on keys whose partition moves away; the new owner resumes them."""
+        """Stop work on keys of revoked partitions; whoever gets them next resumes them.
+
+        Faust rebalances eagerly: every partition is revoked and then assigned again, often to
+        the same worker. Requests on the wire get ``shutdown_grace_s`` to finish, so a rebalance
+        does not repeat them; work that was only waiting restarts from the table afterwards.
+        """
         lost = {tp.partition for tp in revoked if tp.topic == self.topic_name}
         if not lost:
             return
-        stopping = []
-        for key, task in list(self._tasks.items()):
+
+        def on_lost_partition(key: str) -> bool:
             stored = self.table.data.get(key)
-            partition = LedgerEntry.from_dict(stored).partition if stored is not None else None
-            if partition is None or partition in lost:
-                task.cancel()
-                stopping.append(task)
-        await asyncio.gather(*stopping, return_exceptions=True)
+            return stored is None or LedgerEntry.from_dict(stored).partition in lost
+
+        stopped = await self._stop_tasks(on_lost_partition)
+        if stopped:
+            log.info("stopped %d action(s) of revoked partitions %s", stopped, sorted(lost))
+        # What they wrote must be in Kafka before the partitions' next owner reads the table.
+        if self._producer is not None:
+            await self._producer.flush()
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
-        """Let requests on the wire finish (briefly), stop the rest; all resume from the table.
-
-        A request cut off here would be repeated after the restart (same idempotency key), so
-        a warm shutdown waits up to ``shutdown_grace_s`` for them; tasks that are only waiting
-        (retry delay, send limit) are stopped at once.
-        """
-        in_request = [t for k, t in self._tasks.items() if k in self._in_request]
-        for key, task in list(self._tasks.items()):
-            if key not in self._in_request:
-                task.cancel()
-        if in_request:
-            await asyncio.wait(in_request, timeout=self.settings.shutdown_grace_s)
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Let requests on the wire finish (briefly), stop the rest; all resume from the table."""
+        await self._stop_tasks(lambda key: True)
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
+    async def _stop_tasks(self, selected: Callable[[str], bool]) -> int:
+        """Stop the selected tasks; returns how many.
+
+        A request cut off here would be repeated later (same idempotency key), so tasks with a
+        request on the wire get up to ``shutdown_grace_s`` to finish it; tasks that are only
+        waiting (retry delay, send limit, a free slot) are stopped at once.
+        """
+        chosen = {key: task for key, task in self._tasks.items() if selected(key)}
+        in_request = [t for k, t in chosen.items() if k in self._in_request]
+        for key, task in chosen.items():
+            if key not in self._in_request:
+                task.cancel()
+        if in_request:
+            await asyncio.wait(in_request, timeout=self.settings.shutdown_grace_s)
+        for task in chosen.values():
+            task.cancel()
+        await asyncio.gather(*chosen.values(), return_exceptions=True)
+        return len(chosen)
+
     # -- I/O resources ----------------------------------------------------------------------------
+
+    async def _kafka(self) -> AIOKafkaProducer:
+        """The executor's own producer (started on first use, in the worker's event loop)."""
+        if self._producer is None:
+            async with self._producer_lock:
+                if self._producer is None:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=_bootstrap_servers(self.app),
+                        acks="all",
+                        enable_idempotence=True,
+                        linger_ms=1,
+                    )
+                    await producer.start()
+                    self._producer = producer
+        return self._producer
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -508,9 +610,29 @@ class Executor:
             yield
 
     @property
+    def in_flight(self) -> int:
+        """Requests on the wire right now."""
+        return len(self._in_request)
+
+    @property
     def pending(self) -> int:
         """Records accepted and not finished (in flight, waiting to retry or for a send limit)."""
         return len(self._tasks)
+
+
+def _bootstrap_servers(app: Any) -> str:
+    """``host:port,...`` from the app's ``kafka://`` broker URLs."""
+    return ",".join(f"{url.host}:{url.port or 9092}" for url in app.conf.broker)
+
+
+def _log_lost_write(key: str, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning(
+            "table write of %s did not reach Kafka (%r); after a restart the action may be "
+            "resumed from an older entry",
+            key,
+            future.exception(),
+        )
 
 
 def _where(event: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import yaml
 from faust.worker import Worker
@@ -32,17 +33,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{path}: {exc}") from None
     kafka = data.get("kafka") or {}
     worker = data.get("worker") or {}
-    defaults = WorkerOptions()
-    options = WorkerOptions(
-        bootstrap_servers=args.bootstrap_servers
-        or str(kafka.get("bootstrap_servers", defaults.bootstrap_servers)),
-        app_id=str(worker.get("app_id", defaults.app_id)),
-        store=str(worker.get("store", defaults.store)),
-        data_dir=Path(worker.get("data_dir", defaults.data_dir)),
-        web_enabled=bool(worker.get("web_enabled", defaults.web_enabled)),
-        web_port=int(worker.get("web_port", defaults.web_port)),
-        session_timeout_s=float(worker.get("session_timeout_s", defaults.session_timeout_s)),
-    )
+    if not isinstance(kafka, dict) or not isinstance(worker, dict):
+        raise CommandError(f"{path}: 'kafka' and 'worker' must be mappings")
+    try:
+        options = _worker_options(args.bootstrap_servers, kafka, worker)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"{path}: worker: {exc}") from None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     topic = actions_topic(settings.topic_prefix)
@@ -57,3 +53,19 @@ def run(args: argparse.Namespace) -> int:
     )
     app, _ = build_app(settings, options)
     Worker(app, loglevel=args.log_level, loop=loop).execute_from_commandline()
+
+
+def _worker_options(
+    bootstrap_servers: str | None, kafka: dict[str, Any], worker: dict[str, Any]
+) -> WorkerOptions:
+    defaults = WorkerOptions()
+    return WorkerOptions(
+        bootstrap_servers=bootstrap_servers
+        or str(kafka.get("bootstrap_servers", defaults.bootstrap_servers)),
+        app_id=str(worker.get("app_id", defaults.app_id)),
+        store=str(worker.get("store", defaults.store)),
+        data_dir=Path(worker.get("data_dir", defaults.data_dir)),
+        web_enabled=bool(worker.get("web_enabled", defaults.web_enabled)),
+        web_port=int(worker.get("web_port", defaults.web_port)),
+        session_timeout_s=float(worker.get("session_timeout_s", defaults.session_timeout_s)),
+    )

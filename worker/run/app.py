@@ -180,13 +180,20 @@ def assemble(
 
     if config.actions is not None:
         from worker.actions.executor import register_executor
+        from worker.actions.metrics import ActionsCollector
 
         if built.app is None:
             built.app = _executor_only_app(config)
         built.executor = register_executor(built.app, config.actions)
         built.topics += [actions_topic(kafka.topic_prefix), dlq_topic(kafka.topic_prefix)]
         executor = built.executor
-        obs.status["actions"] = lambda: {"pending": executor.pending}
+        obs.status["actions"] = lambda: {
+            "pending": executor.pending,
+            "in_flight": executor.in_flight,
+            "performed": sum(executor.stats.performed.values()),
+            "dead_letters": sum(executor.stats.dead_lettered.values()),
+        }
+        obs.registry.register(ActionsCollector(executor))
 
     if config.ingest is not None:
         built.ingest = IngestService(config.ingest, output=output)

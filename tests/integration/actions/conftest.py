@@ -104,11 +104,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 class ExecutorProcess:
     """``zapflow actions`` as a subprocess, as the Faust docs advise for end-to-end tests."""
 
-    def __init__(self, config: Path, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, config: Path, workdir: Path, env: dict[str, str], name: str = "executor"
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.env = env
-        self.log_path = workdir / "executor.log"
+        self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -171,6 +173,15 @@ class ExecutorHarness:
 
     async def create_topics(self, partitions: int = 1) -> None:
         await ensure_topics(self.kafka_bootstrap, [self.actions, self.dlq], partitions)
+
+    def start_peer(self, process: ExecutorProcess) -> ExecutorProcess:
+        """Another worker of the same app (same consumer group and table)."""
+        peer = ExecutorProcess(
+            process.config, self.tmp_path, process.env, name=f"executor-{len(self.processes)}"
+        )
+        peer.start()
+        self.processes.append(peer)
+        return peer
 
     def start_executor(
         self, actions: dict[str, Any], env: dict[str, str] | None = None, store: str = "memory://"

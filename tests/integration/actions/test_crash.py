@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from tests.helpers import wait_for
 from tests.integration.actions.conftest import ExecutorHarness, Receiver, action
 
@@ -11,14 +13,16 @@ RECORDS = 40
 IN_FLIGHT = 4
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 async def test_sigkill_mid_flight_loses_nothing_and_redoes_nothing(
-    executor_harness: ExecutorHarness, receiver: Receiver
+    executor_harness: ExecutorHarness, receiver: Receiver, store: str
 ) -> None:
     h = executor_harness
     await h.create_topics()
     hook = receiver.route("/hook", 200, delay_s=0.2)
     executor = h.start_executor(
-        {"per_destination_concurrency": IN_FLIGHT, "retry": {"base_delay_s": 0.05}}
+        {"per_destination_concurrency": IN_FLIGHT, "retry": {"base_delay_s": 0.05}},
+        store=store,
     )
     records = [
         action("http", {"method": "POST", "url": hook, "headers": {}, "json": {"n": i}})
