@@ -497,7 +497,8 @@ async def profile(child: Child, seconds: float, name: str) -> Path | None:
     spy = profiler()
     if spy is None:
         return None
-    out = RESULTS_DIR / "profiles" / f"{name}.txt"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    out = RESULTS_DIR / "profiles" / f"{slug}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
         spy,
