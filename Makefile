@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Go builds the metrics linter; fall back to the usual install place if it is not on PATH.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
 .PHONY: run test lint typecheck unit integration bench lock clean kafka-jars tools
 
@@ -30,8 +32,8 @@ kafka-jars: $(STAMP)
 # The linter of `promtool check metrics`, built from tools/promlint (needs Go); a test runs it
 # on the worker's /metrics.
 $(BIN)/promlint: tools/promlint/main.go tools/promlint/go.mod tools/promlint/go.sum $(STAMP)
-	@command -v go >/dev/null || { echo "Go is needed to build tools/promlint (the metrics linter): install Go 1.23+"; exit 1; }
-	cd tools/promlint && go build -o ../../$(BIN)/promlint .
+	@test -x "$(GO)" || { echo "Go is needed to build tools/promlint (the metrics linter): install Go 1.23+ or set GO=/path/to/go"; exit 1; }
+	cd tools/promlint && $(GO) build -o ../../$(BIN)/promlint .
 
 tools: $(BIN)/promlint
 

@@ -104,6 +104,10 @@ class Subscription:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.subscriber = subscriber
+        #: Every line about this subscription carries its instance and event (JSON logs).
+        self.log = logging.LoggerAdapter(
+            log, {"instance": subscriber.instance, "event": subscriber.event}
+        )
         self._url = url
         self._sink = sink
         self.stats = stats
@@ -146,7 +150,7 @@ class Subscription:
                     raise
                 except Exception:
                     # A bug or a failing sink must not end the subscription for good.
-                    log.exception("%s: unexpected error; reconnecting", self.name)
+                    self.log.exception("%s: unexpected error; reconnecting", self.name)
                     await self._drop_connections()
                     self._backoff = self._backoff.after_failure()
                     self.stats.failures_in_a_row = self._backoff.failures
@@ -245,7 +249,7 @@ class Subscription:
                 await ws.close()
                 return None
             if stats.state == SubscriptionState.AUTH_FAILED:
-                log.info("%s: the gateway accepts the token again", self.name)
+                self.log.info("%s: the gateway accepts the token again", self.name)
             stats.state = SubscriptionState.OPEN
             stats.connects += 1
             return ws
@@ -258,7 +262,7 @@ class Subscription:
         if stats.state != SubscriptionState.AUTH_FAILED:
             # CodeChat answers every refusal with a bare 401: a bad or expired token,
             # an unknown event and a wrong path look the same.
-            log.error(
+            self.log.error(
                 "%s: the gateway refused the token (HTTP 401); check the instance's token "
                 "(or refresh it with PUT /instance/refreshToken); retrying every %.1fs",
                 self.name,
@@ -272,13 +276,13 @@ class Subscription:
         stats = self.stats
         stats.connect_failures += 1
         if stats.state == SubscriptionState.AUTH_FAILED:
-            log.info("%s: no longer refused with 401 (now: %s)", self.name, describe_error(exc))
+            self.log.info("%s: no longer refused with 401 (now: %s)", self.name, describe_error(exc))
         self._backoff = self._backoff.after_failure()
         stats.failures_in_a_row = self._backoff.failures
         delay = self._policy.delay(self._backoff.failures, self._rng())
         stats.state = SubscriptionState.BACKOFF
         stats.record_delay(delay)
-        log.warning(
+        self.log.warning(
             "%s: cannot connect to the gateway (%s); retrying in %.2fs",
             self.name,
             describe_error(exc),
@@ -323,7 +327,7 @@ class Subscription:
         stats.state = SubscriptionState.BACKOFF
         stats.record_delay(delay)
         code = closed_by.rcvd.code if closed_by is not None and closed_by.rcvd else None
-        log.warning(
+        self.log.warning(
             "%s: connection closed after %.1fs (%s); reconnecting in %.2fs",
             self.name,
             uptime,
@@ -401,7 +405,7 @@ class Subscription:
             except StopRequested:
                 return
             except Exception as exc:
-                log.warning(
+                self.log.warning(
                     "%s: silent for %.0fs but a new connection failed (%s); keeping the old",
                     self.name,
                     self._silence,
@@ -411,7 +415,7 @@ class Subscription:
                 continue
             self.stats.resubscribes += 1
             self.stats.connects += 1
-            log.info(
+            self.log.info(
                 "%s: silent for %.0fs; resubscribed on a new connection", self.name, self._silence
             )
             self._replacement = new

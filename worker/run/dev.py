@@ -66,6 +66,24 @@ class DevState:
     alerts: int = 0
     welcomes: int = 0
     replies: int = 0
+    #: event -> (frames so far, events per second over the last poll)
+    topics: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _last_poll: float = 0.0
+
+    def update_rates(self, now: float) -> None:
+        """Per-topic totals and rates from the worker's subscription frame counts."""
+        totals: dict[str, int] = {}
+        for row in (self.worker_status.get("ingest") or {}).get("subscriptions", []):
+            totals[row["event"]] = totals.get(row["event"], 0) + int(row.get("frames") or 0)
+        elapsed = now - self._last_poll if self._last_poll else 0.0
+        self.topics = {
+            event: (
+                total,
+                (total - self.topics.get(event, (total, 0.0))[0]) / elapsed if elapsed else 0.0,
+            )
+            for event, total in totals.items()
+        }
+        self._last_poll = now
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -216,6 +234,13 @@ def render(state: DevState) -> Any:
     for name, (opened, other, frames) in sorted(per_instance.items()):
         subs.add_row(name, str(opened), str(other), str(frames))
 
+    topics = Table(title="events per topic", title_justify="left", expand=True)
+    for col in ("topic", "events", "events/s"):
+        topics.add_column(col)
+    for event, (total, rate) in sorted(state.topics.items()):
+        if total:
+            topics.add_row(f"codechat.{event}", str(total), f"{rate:.1f}")
+
     rules = Table(title="rules", title_justify="left", expand=True)
     for col in ("rule", "evaluations", "fires", "suppressed"):
         rules.add_column(col)
@@ -233,6 +258,7 @@ def render(state: DevState) -> Any:
     return Group(
         Panel(head, title="zapflow dev"),
         subs,
+        topics,
         rules,
         Panel(recent, title="what happened (actions → gateway, alerts ⚑)"),
         Panel(tips, title="try"),
@@ -369,6 +395,7 @@ async def _watch(
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             state.worker_status = await asyncio.to_thread(_fetch_status, state.status_url)
+            state.update_rates(time.monotonic())
             if state.worker_status.get("ready") and not was_ready:
                 was_ready = True
                 note("worker ready: subscriptions open, rules loaded, Kafka reachable")

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.helpers import run_cli
 from worker.events import actions_topic, event_topic
 from worker.observability.server import Observability, StatusServer
-
-
-async def _run(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    finally:
-        if proc.returncode is None:  # timed out: leave nothing running
-            proc.kill()
-            await proc.wait()
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_tail_prints_envelopes_and_actions_since_a_time(
@@ -59,7 +40,7 @@ async def test_tail_prints_envelopes_and_actions_since_a_time(
     await producer.send_and_wait(actions, json.dumps(record).encode(), key=b"k")
     await producer.stop()
 
-    code, out, err = await _run(
+    code, out, err = await run_cli(
         "tail",
         "connection.update",
         "actions",
@@ -93,8 +74,8 @@ async def test_status_prints_the_sections_of_a_running_process() -> None:
     server = StatusServer(obs, port=0)
     await server.start()
     try:
-        code, out, err = await _run("status", "--url", server.url)
-        code_json, out_json, _ = await _run("status", "--url", server.url, "--json")
+        code, out, err = await run_cli("status", "--url", server.url)
+        code_json, out_json, _ = await run_cli("status", "--url", server.url, "--json")
     finally:
         await server.stop()
     assert code == 0, err
@@ -106,7 +87,7 @@ async def test_status_prints_the_sections_of_a_running_process() -> None:
 
 
 async def test_status_says_clearly_when_nothing_answers() -> None:
-    code, out, err = await _run("status", "--url", "http://127.0.0.1:9")
+    code, out, err = await run_cli("status", "--url", "http://127.0.0.1:9")
     assert out == ""
     assert code == 1
     assert err.startswith(

@@ -19,7 +19,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import wait_for
+from tests.helpers import run_cli, wait_for
 from tests.integration.run.harness import RunningWorker, start_worker
 from worker import schemas
 from worker.console.tail import topic_partitions
@@ -143,26 +143,8 @@ async def test_metrics_move_with_traffic_and_pass_the_prometheus_linter(
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
 
 
-async def _run_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:  # timed out: leave nothing running
-            proc.kill()
-            await proc.wait()
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_status_and_tail_work_against_the_running_worker(worker: RunningWorker) -> None:
-    code, text, err = await _run_cli("status", "--url", worker.http_url)
+    code, text, err = await run_cli("status", "--url", worker.http_url)
     assert code == 0, err
     assert "✓ kafka" in text and "✓ rules" in text and "✓ subscriptions" in text
     assert "shop-a" in text and "group-participants.update" in text and "open" in text
@@ -170,7 +152,7 @@ async def test_status_and_tail_work_against_the_running_worker(worker: RunningWo
     assert await worker.sim.emit(
         "shop-d", "connection.update", worker.sim.factory("shop-d").connection("open", 200)
     )
-    code, out, err = await _run_cli(
+    code, out, err = await run_cli(
         "tail",
         "connection.update",
         "--bootstrap",

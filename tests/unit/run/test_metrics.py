@@ -97,3 +97,25 @@ def test_ingest_collector_reports_states_counts_and_latency() -> None:
     assert 'zapflow_ingest_subscriptions{state="auth_failed"} 1.0' in text
     assert 'zapflow_ingest_produce_latency_seconds_bucket{le="0.005"} 1.0' in text
     assert "zapflow_ingest_produce_latency_seconds_count 1.0" in text
+
+
+def test_dev_view_computes_per_topic_rates_between_polls() -> None:
+    from worker.run.dev import DevState
+
+    state = DevState()
+
+    def poll(frames: int, at: float) -> None:
+        state.worker_status = {
+            "ingest": {
+                "subscriptions": [
+                    {"event": "messages.upsert", "frames": frames},
+                    {"event": "messages.upsert", "frames": 1},
+                ]
+            }
+        }
+        state.update_rates(at)
+
+    poll(10, 100.0)
+    assert state.topics == {"messages.upsert": (11, 0.0)}
+    poll(30, 102.0)
+    assert state.topics == {"messages.upsert": (31, 10.0)}
