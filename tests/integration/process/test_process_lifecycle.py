@@ -133,3 +133,39 @@ async def test_broken_rules_keep_the_old_ones_and_fixed_rules_apply_without_rest
         worker.wait_for_log("SIGHUP: reloading rules")
         assert worker.proc is not None and worker.proc.poll() is None
         assert os.path.exists(rule_file)
+
+
+async def test_two_workers_split_the_partitions_and_act_once(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(THROTTLED)
+    config = write_config(tmp_path / "zapflow.yaml", kafka_bootstrap, unique_prefix, tmp_path / "d")
+    first = WorkerProcess(config, rules, tmp_path / "first.log")
+    second = WorkerProcess(config, rules, tmp_path / "second.log")
+    try:
+        first.start()
+        second.start()
+        # Faust gives each worker the same partition numbers of every topic and table.
+        second.wait_for_log("Setting newly assigned partitions")
+        async with Kafka(kafka_bootstrap, unique_prefix) as kafka:
+            chats = [f"55119{n:08d}@s.whatsapp.net" for n in range(12)]
+            texts = []
+            for round_ in range(2):
+                for n, chat in enumerate(chats):
+                    message = text(f"3A6B{round_:02d}{n:014d}")
+                    message["data"]["keyRemoteJid"] = chat
+                    texts.append(message)
+            await kafka.produce(*texts)
+            await kafka.wait_for(lambda a: len(a) >= len(chats))
+            marker = text("3EB0PERSON0000000009", from_me=True)
+            await kafka.produce(marker)
+            await kafka.wait_for(lambda a: any(x["rule_id"] == "mirror-own" for x in a))
+        replies = kafka.by_rule("auto-reply")
+        assert sorted(r["params"]["to"] for r in replies) == sorted(chats)
+        worked = [w for w in (first, second) if "Executing _on_partitions_assigned" in w.output()]
+        assert len(worked) == 2
+    finally:
+        first.stop()
+        second.stop()
