@@ -143,6 +143,10 @@ class ExecutorProcess:
         self.proc.kill()
         self.proc.wait()
 
+    async def terminate(self) -> None:
+        """SIGTERM and wait, without blocking the event loop (the receivers run on it)."""
+        await asyncio.to_thread(self.stop)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -282,7 +286,7 @@ class ExecutorHarness:
 
     async def close(self) -> None:
         for process in self.processes:
-            process.stop()
+            await process.terminate()
         if self._producer is not None:
             await self._producer.stop()
 

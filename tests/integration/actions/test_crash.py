@@ -62,3 +62,31 @@ async def test_sigkill_mid_flight_loses_nothing_and_redoes_nothing(
     assert len(repeated) <= IN_FLIGHT, repeated
     assert all(n == 2 for n in repeated.values()), repeated
     assert {c.body["n"] for c in receiver.calls_to("/hook")} == set(range(RECORDS))
+
+
+async def test_sigterm_lets_requests_on_the_wire_finish_so_a_restart_repeats_nothing(
+    executor_harness: ExecutorHarness, receiver: Receiver
+) -> None:
+    h = executor_harness
+    await h.create_topics()
+    hook = receiver.route("/hook", 200, delay_s=0.5)
+    executor = h.start_executor({"per_destination_concurrency": IN_FLIGHT})
+    records = [
+        action("http", {"method": "POST", "url": hook, "headers": {}, "json": {"n": i}})
+        for i in range(20)
+    ]
+    keys = {r["idempotency_key"] for r in records}
+    await h.send(*records)
+    await wait_for(lambda: len(receiver.calls_to("/hook")) >= 6, timeout=60, message="6 calls")
+    await executor.terminate()  # SIGTERM: a warm shutdown
+    assert len(receiver.calls_to("/hook")) < len(records), "finished before it was stopped"
+    executor.start()
+
+    async def all_done() -> bool:
+        ledger = await h.ledger()
+        return all(ledger.get(k, {}).get("state") == "done" for k in keys)
+
+    await wait_for(all_done, timeout=60, interval=0.5, message="all actions done")
+    per_key = Counter(c.headers["Idempotency-Key"] for c in receiver.calls_to("/hook"))
+    assert set(per_key) == keys
+    assert [k for k, n in per_key.items() if n > 1] == []

@@ -19,6 +19,7 @@ async def test_each_kind_is_performed_once_and_failures_reach_the_dlq(
     flaky = receiver.route("/flaky", 500, 500, 200)
     broken = receiver.route("/broken", 400)
     busy = receiver.route("/busy", 429, 200, **{"Retry-After": "1"})
+    sleepy = receiver.route("/sleepy", 200, delay_s=2.0)
     slow = receiver.route("/slow", delay_s=8.0)
     receiver.route("/crm", 200)
     receiver.route("/message/sendText/shop-bot", 201)
@@ -66,8 +67,18 @@ async def test_each_kind_is_performed_once_and_failures_reach_the_dlq(
         "http", {"method": "GET", "url": receiver.url("/never"), "headers": {"X": "${env:NOPE}"}}
     )
     polite = action("http", {"method": "POST", "url": busy, "headers": {}, "json": None})
+    too_slow = action("http", {"method": "GET", "url": sleepy, "timeout_s": 0.2})
     await h.send(
-        polite, to_slow, notify_flaky, notify_broken, send, crm, produce, log, missing_secret
+        polite,
+        too_slow,
+        to_slow,
+        notify_flaky,
+        notify_broken,
+        send,
+        crm,
+        produce,
+        log,
+        missing_secret,
     )
     await h.send(send, crm)  # redelivered duplicates: performed once all the same
     await h.send_raw(b"{not json")
@@ -83,7 +94,7 @@ async def test_each_kind_is_performed_once_and_failures_reach_the_dlq(
         timeout=60,
         message="the flaky webhook, the send and the CRM call",
     )
-    dead = await h.read_topic(h.dlq, 3)
+    dead = await h.read_topic(h.dlq, 4)
     assert time.monotonic() - started < 8.0 or receiver.calls_to("/slow")
 
     by_key = {d["record"].get("idempotency_key"): d for d in dead}
@@ -97,6 +108,10 @@ async def test_each_kind_is_performed_once_and_failures_reach_the_dlq(
         "secret reference ${env:NOPE} cannot be resolved: environment variable NOPE is not "
         "set in the executor's environment; set it and restart"
     )
+    timed_out = by_key[too_slow["idempotency_key"]]
+    assert (timed_out["retriable"], timed_out["attempts"]) == (True, FAST_RETRY["max_attempts"])
+    assert timed_out["error"] == f"GET {sleepy}: timed out (TimeoutError)"
+    assert len(receiver.calls_to("/sleepy")) == FAST_RETRY["max_attempts"]
     assert by_key[None]["record"] == {"raw_base64": "e25vdCBqc29u"}
     assert by_key[None]["error"].startswith("invalid action record: not JSON")
     assert len(receiver.calls_to("/broken")) == 1
