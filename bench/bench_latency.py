@@ -130,7 +130,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
     report.verdict(
         "end-to-end p99 at 500 events/s",
         f"≤ {TARGET_P99_MS:g} ms",
-        f"{p99:.1f} ms ({at500[1]['unanswered']} of {at500[1]['emitted']} unanswered)",
+        f"{p99:,.1f} ms ({at500[1]['unanswered']:,} of {at500[1]['emitted']:,} unanswered)",
         p99 <= TARGET_P99_MS and at500[1]["unanswered"] == 0,
     )
     report.table(
