@@ -12,7 +12,6 @@ the same run: a plain aiokafka consumer loop over the same topic, and the pure e
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -209,13 +208,13 @@ def pure_engine(rules_dir: Path, rules: int, count: int) -> Row:
     )
 
 
-async def shipped_mix(events: int, rounds: int) -> tuple[str, float | None]:
+async def shipped_mix(ws: Workspace, events: int, rounds: int) -> tuple[str, float | None]:
     """``bench/bench_rules.py`` (the engine's own benchmark: the shipped rules plus 44 more,
     50 in all, over a mix of event types) in a process of its own; its table and median."""
     child = await Child.start(
         "pure engine benchmark",
         python_argv("-m", "bench.bench_rules", "--events", str(events), "--rounds", str(rounds)),
-        Path(tempfile.mkdtemp(prefix="zapflow-bench-rules-")) / "bench_rules.log",
+        ws.dir("pure-mix") / "bench_rules.log",
         cwd=REPO_ROOT,
         pipes=True,
     )
@@ -256,7 +255,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
             )
             report.note(f"**zapflow process with {rules} rules failed:**\n\n```\n{exc}\n```")
 
-    mix_table, mix_median = await shipped_mix(10_000 if quick else 50_000, 2 if quick else 5)
+    mix_table, mix_median = await shipped_mix(ws, 10_000 if quick else 50_000, 2 if quick else 5)
 
     worker50 = next((r for r in rows if r.label.startswith("zapflow") and r.rules == 50), None)
     pure50 = next(r for r in rows if r.label.startswith("pure") and r.rules == 50)

@@ -367,7 +367,7 @@ class Workspace:
 @contextlib.asynccontextmanager
 async def workspace(keep: bool = False) -> AsyncIterator[Workspace]:
     """A temporary directory and a Kafka broker: ``KAFKA_BOOTSTRAP_SERVERS`` or a private one."""
-    root = Path(tempfile.mkdtemp(prefix="zapflow-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="zapflow-benchmarks-"))
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker = None
     try:
