@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Go builds the metrics linter; fall back to the usual install place if it is not on PATH.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
-.PHONY: run test lint typecheck unit integration bench lock clean kafka-jars tools
+.PHONY: run test lint typecheck unit integration chaos bench lock clean kafka-jars tools
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zapflow needs Python 3.11 or newer (found %s); install it and run make again" % sys.version.split()[0])'
@@ -48,6 +48,10 @@ unit: $(STAMP)
 
 integration: kafka-jars
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# The multi-process chaos tests alone, with their measurements printed (also part of test).
+chaos: kafka-jars
+	$(BIN)/pytest tests/integration/fleet -s $(PYTEST_ARGS)
 
 bench: kafka-jars
 	$(BIN)/python -m bench

@@ -8,11 +8,14 @@ retries of one key land on one partition, where the executor remembers what it h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
+
+from worker.rules.records import ActionRecord as RuleActionRecord
+from worker.rules.records import idempotency_key
 
 #: The action kinds the executor knows how to perform.
 ACTION_KINDS: Final[frozenset[str]] = frozenset(
@@ -25,8 +28,6 @@ ACTION_KINDS: Final[frozenset[str]] = frozenset(
         "log",
     }
 )
-
-Phase = Literal["fire", "resolve"]
 
 _REQUIRED_FIELDS: Final = (
     "idempotency_key",
@@ -53,61 +54,18 @@ class InvalidActionRecord(ValueError):
         return f"invalid action record: {self.reason}"
 
 
-def idempotency_key_for(
-    rule_id: str, event_id: str, action_index: int, item: str | None, phase: Phase
-) -> str:
-    """The key under which one action is performed at most once.
-
-    ``<rule_id>:<event_id>:<action_index>:<item or ->:<phase>``: the same rule firing on the same
-    event always yields the same key, so a replayed or redelivered event cannot act twice.
-    """
-    return f"{rule_id}:{event_id}:{action_index}:{item if item is not None else '-'}:{phase}"
+#: The one definition of the key (the rule stage makes it; the executor remembers it).
+idempotency_key_for = idempotency_key
 
 
 @dataclass(frozen=True)
-class ActionRecord:
-    """One action to perform, as written to the actions topic."""
+class ActionRecord(RuleActionRecord):
+    """One action to perform, as read from the actions topic.
 
-    #: ``<rule_id>:<event_id>:<action_index>:<item or ->:<phase>``; also the Kafka key.
-    idempotency_key: str
-    #: Id of the rule that produced the action.
-    rule_id: str
-    #: Content hash of the rule bundle in force when the rule fired.
-    bundle_version: str
-    #: Envelope id of the event that made the rule fire.
-    event_id: str
-    #: Position of the action in the rule's ``actions`` list.
-    action_index: int
-    #: ``for_each`` item the action was rendered for, or ``None``.
-    item: str | None
-    #: ``fire`` when the rule fires, ``resolve`` for its recovery action.
-    phase: Phase
-    #: Gateway instance the triggering event came from.
-    instance: str
-    #: One of :data:`ACTION_KINDS`.
-    kind: str
-    #: Rendered parameters of the action; secrets stay as ``${env:NAME}`` references.
-    params: Mapping[str, Any] = field(default_factory=dict)
-    #: When the rule stage created the record, RFC 3339 UTC with milliseconds.
-    created_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "idempotency_key": self.idempotency_key,
-            "rule_id": self.rule_id,
-            "bundle_version": self.bundle_version,
-            "event_id": self.event_id,
-            "action_index": self.action_index,
-            "item": self.item,
-            "phase": self.phase,
-            "instance": self.instance,
-            "kind": self.kind,
-            "params": dict(self.params),
-            "created_at": self.created_at,
-        }
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+    The fields and the JSON are those of :class:`worker.rules.records.ActionRecord`, which the
+    rule stage writes; this subclass adds the checks the executor needs before it trusts a
+    record from Kafka.
+    """
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ActionRecord:

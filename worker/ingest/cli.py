@@ -33,6 +33,13 @@ def register(subparsers: Any) -> None:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level (default: INFO)",
     )
+    parser.add_argument(
+        "--status-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /status (who owns which subscription) on 127.0.0.1:PORT for zapflow status",
+    )
     parser.set_defaults(handler=run_ingest)
 
 
@@ -44,6 +51,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     from worker.cli import CommandError
     from worker.config import ConfigError, load_document
+    from worker.fleet.reload import reload_from_file, start_status_port
     from worker.ingest.config import ingest_config
     from worker.ingest.discovery import DiscoveryError
     from worker.ingest.service import IngestService
@@ -72,13 +80,22 @@ def run_ingest(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         service = IngestService(config, output=None if args.quiet else say)
+        status_server = None
         try:
             await service.start()
+            # Instances added or removed at runtime: edit the file, send SIGHUP.
+            loop.add_signal_handler(
+                signal.SIGHUP, reload_from_file, service, args.config, None if args.quiet else say
+            )
+            if args.status_port is not None:
+                status_server = await start_status_port(service, args.status_port)
             await stop.wait()
             if not args.quiet:
                 say("ingest: stopping (flushing to Kafka, spooling what is left)")
         finally:
             await service.stop()
+            if status_server is not None:
+                await status_server.stop()
         if not args.quiet:
             stats = service.stats
             say(

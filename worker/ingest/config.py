@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from worker.config import ConfigDocument, ConfigSection, Secret, did_you_mean
 from worker.events import ACCEPTED_EVENTS, DEFAULT_TOPIC_PREFIX, STREAMED_EVENTS
+from worker.fleet.config import OwnershipConfig, ownership_config
 from worker.ingest.backoff import ReconnectPolicy
 
 DEFAULT_GATEWAY_URL: Final = "ws://localhost:8084/ws/events"
@@ -103,6 +104,8 @@ class IngestConfig:
     max_frame_bytes: int = 512 * 1024
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     summary_interval: float = 30.0
+    #: Several processes sharing the subscriptions (worker/fleet); off by default.
+    ownership: OwnershipConfig = field(default_factory=OwnershipConfig)
     #: The gateway's global apikey (only used to discover instances).
     apikey: Secret | None = None
     #: Add every instance the gateway lists (GET /instance/fetchInstances) at start.
@@ -337,6 +340,7 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
             "max_frame_size",
             "spool",
             "summary_interval",
+            "ownership",
         )
     )
     default_events = _event_list(ing, "events", list(STREAMED_EVENTS))
@@ -395,4 +399,8 @@ def ingest_config(document: ConfigDocument) -> IngestConfig:
             warn_ratio=warn_ratio,
         ),
         summary_interval=ing.duration("summary_interval", defaults.summary_interval, minimum=1.0),
+        ownership=ownership_config(
+            ing,
+            ing.duration("resubscribe_after_silence", defaults.resubscribe_after_silence),
+        ),
     )

@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from worker.ingest.config import IngestConfig
+from worker.fleet.roster import SubscriptionRoster
+from worker.ingest.config import IngestConfig, InstanceConfig
 from worker.ingest.discovery import discover
 from worker.ingest.envelope import Subscriber
 from worker.ingest.ids import UlidGenerator
@@ -75,6 +76,8 @@ class IngestService:
         self._tasks: list[asyncio.Task[None]] = []
         self._summary_task: asyncio.Task[None] | None = None
         self._count_frames_task: asyncio.Task[None] | None = None
+        self._handshake_locks: dict[str, asyncio.Lock] = {}
+        self.roster: SubscriptionRoster | None = None
 
     async def start(self, kafka_timeout: float = 10.0) -> None:
         """Open the spool, reach Kafka (or start spooling), start every subscription.
@@ -101,28 +104,62 @@ class IngestService:
         reached = await self.pipeline.start(connect_timeout=kafka_timeout)
         if self._output is not None:
             self._output(status_line(config, reached, self.stats.spool_depth))
-        locks: dict[str, asyncio.Lock] = {}
-        options = subscription_options(config)
+        # Which subscriptions run is the roster's call (all of them, unless
+        # ingest.ownership shares them out among several processes).
+        self.roster = SubscriptionRoster(self, config.ownership)
+        await self.roster.start()
         loop = asyncio.get_running_loop()
-        for instance, event in config.subscriptions():
-            subscriber = Subscriber(
-                instance.name, event, config.gateway_host, config.kafka.topic_prefix
-            )
-            sub = Subscription(
-                subscriber,
-                subscription_url(config.gateway_url, event, instance.token.reveal()),
-                self.pipeline.accept,
-                self.stats.subscription(instance.name, event),
-                handshake_lock=locks.setdefault(instance.name, asyncio.Lock()),
-                policy=config.reconnect,
-                ids=self._ids,
-                **options,
-            )
-            self.subscriptions.append(sub)
-            self._tasks.append(loop.create_task(sub.run(), name=f"subscription {sub.name}"))
         self._count_frames_task = loop.create_task(self._count_frames())
         if self._output is not None:
             self._summary_task = loop.create_task(self._summaries())
+
+    # --- the roster's hooks (worker/fleet/roster.py decides which subscriptions run) ---
+    def start_subscription(self, instance: InstanceConfig, event: str) -> None:
+        assert self.pipeline is not None
+        config = self.config
+        subscriber = Subscriber(
+            instance.name, event, config.gateway_host, config.kafka.topic_prefix
+        )
+        sub = Subscription(
+            subscriber,
+            subscription_url(config.gateway_url, event, instance.token.reveal()),
+            self.pipeline.accept,
+            self.stats.subscription(instance.name, event),
+            handshake_lock=self._handshake_locks.setdefault(instance.name, asyncio.Lock()),
+            policy=config.reconnect,
+            ids=self._ids,
+            **subscription_options(config),
+        )
+        self.subscriptions.append(sub)
+        task = asyncio.get_running_loop().create_task(sub.run(), name=f"subscription {sub.name}")
+        self._tasks.append(task)
+
+    def running_subscriptions(self) -> dict[tuple[str, str], Subscription]:
+        return {
+            (sub.subscriber.instance, sub.subscriber.event): sub
+            for sub, task in zip(self.subscriptions, self._tasks, strict=True)
+            if not task.done()
+        }
+
+    async def stop_subscription(self, key: tuple[str, str]) -> None:
+        for i, sub in enumerate(self.subscriptions):
+            if (sub.subscriber.instance, sub.subscriber.event) == key:
+                task = self._tasks[i]
+                del self.subscriptions[i], self._tasks[i]
+                sub.stop()  # reads what the gateway sent until it answers the close
+                _, pending = await asyncio.wait([task], timeout=5.0)
+                for late in pending:
+                    late.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                return
+
+    def reload(self, config: IngestConfig) -> tuple[list[str], list[str]]:
+        """Take a re-read configuration's instances; returns the names (added, removed)."""
+        assert self.roster is not None
+        return self.roster.reload(config)
+
+    # --- end of the roster's hooks ---
 
     async def _count_frames(self) -> None:
         # The totals are sums over subscriptions; keep them current for readers.
@@ -151,6 +188,11 @@ class IngestService:
 
     async def stop(self) -> None:
         """Stop reading, flush to Kafka, spool what is still in flight."""
+        if self.roster is not None:
+            # With ownership: leave the group first and keep reading for the grace
+            # period, so the processes taking over have opened their sockets.
+            await self.roster.leave()
+            await self.roster.close()
         for sub in self.subscriptions:
             sub.stop()
         if self._tasks:

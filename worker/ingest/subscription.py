@@ -276,7 +276,9 @@ class Subscription:
         stats = self.stats
         stats.connect_failures += 1
         if stats.state == SubscriptionState.AUTH_FAILED:
-            self.log.info("%s: no longer refused with 401 (now: %s)", self.name, describe_error(exc))
+            self.log.info(
+                "%s: no longer refused with 401 (now: %s)", self.name, describe_error(exc)
+            )
         self._backoff = self._backoff.after_failure()
         stats.failures_in_a_row = self._backoff.failures
         delay = self._policy.delay(self._backoff.failures, self._rng())

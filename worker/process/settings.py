@@ -11,9 +11,9 @@ process:
   app_id: zapflow-process             # consumer group, prefix of changelog topics
   store: rocksdb://                   # memory:// rebuilds state from the changelog on start
   data_dir: .zapflow/process          # RocksDB files
-  dedupe_ttl_s: 3600                  # how long a gateway message id is remembered (0: off)
-  reload_interval_s: 1.0              # how often the rules directory is checked
-  tick_interval_s: 1.0                # how often due timers are fired
+  dedupe_ttl_s: 1h                    # how long a gateway message id is remembered (0: off)
+  reload_interval_s: 1s               # how often the rules directory is checked
+  tick_interval_s: 1s                 # how often due timers are fired
   http_port: 9464                     # /metrics /healthz /readyz /status; absent = none
   faust: {}                           # extra faust settings, e.g. broker_session_timeout: 10
 ```
@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from worker.config import ConfigError, ConfigSection, document_from_mapping, load_document
 from worker.events import DEFAULT_TOPIC_PREFIX
 
 
@@ -56,72 +55,70 @@ class ProcessSettings:
     faust: Mapping[str, Any] = field(default_factory=dict)
 
 
-_KAFKA_KEYS = {
-    "bootstrap_servers": str,
-    "topic_prefix": str,
-    "partitions": int,
-    "replication_factor": int,
-}
-_PROCESS_KEYS = {
-    "app_id": str,
-    "store": str,
-    "data_dir": Path,
-    "dedupe_ttl_s": float,
-    "reload_interval_s": float,
-    "tick_interval_s": float,
-    "http_port": int,
-    "faust": dict,
-}
+#: Keys of the ``process`` section (unknown ones are errors: a typo must not be ignored).
+PROCESS_KEYS = (
+    "app_id",
+    "store",
+    "data_dir",
+    "dedupe_ttl_s",
+    "reload_interval_s",
+    "tick_interval_s",
+    "http_port",
+    "faust",
+)
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) -> ProcessSettings:
-    """Read the settings from ``path`` (``None`` = defaults), then the environment.
+    """Read the settings from ``path`` (``None`` = defaults) and the environment.
+
+    ``ZAPFLOW_PROCESS__<KEY>`` and ``ZAPFLOW_KAFKA__<KEY>`` override keys as for every stage
+    (:mod:`worker.config`); ``KAFKA_BOOTSTRAP_SERVERS`` wins over both.
 
     Raises:
-        SettingsError: naming the file and the key that is wrong.
+        SettingsError: naming the file (or variable) and the key that is wrong.
     """
-    document: Any = {}
-    if path is not None:
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise SettingsError(f"{path}: cannot read the config file: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(document, dict):
-            raise SettingsError(f"{path}: expected a mapping at the top, found {_kind(document)}")
-    values: dict[str, Any] = {}
-    for section, keys in (("kafka", _KAFKA_KEYS), ("process", _PROCESS_KEYS)):
-        values.update(_section(document, section, keys, path))
+    try:
+        document = (
+            document_from_mapping({}, environ=environ)
+            if path is None
+            else load_document(path, environ)
+        )
+        settings = _read(document.root())
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
     if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        values["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
-    return ProcessSettings(**values)
+        settings = replace(settings, bootstrap_servers=environ["KAFKA_BOOTSTRAP_SERVERS"])
+    return settings
 
 
-def _section(
-    document: Mapping[str, Any], name: str, keys: Mapping[str, type], path: Path | None
-) -> dict[str, Any]:
-    section = document.get(name) or {}
-    where = f"{path}: {name}" if path else name
-    if not isinstance(section, dict):
-        raise SettingsError(f"{where}: expected a mapping, found {_kind(section)}")
-    values: dict[str, Any] = {}
-    for key, given in section.items():
-        kind = keys.get(key)
-        if kind is None:
-            continue  # keys of the other stages share the section (e.g. kafka.producer)
-        value = given
-        if kind is float and isinstance(given, int) and not isinstance(given, bool):
-            value = float(given)
-        elif kind is Path and isinstance(given, str):
-            value = Path(given)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise SettingsError(
-                f"{where}.{key}: expected {kind.__name__}, found {_kind(value)} {value!r}"
-            )
-        values[key] = value
-    return values
-
-
-def _kind(value: Any) -> str:
-    return type(value).__name__
+def _read(root: ConfigSection) -> ProcessSettings:
+    defaults = ProcessSettings()
+    kafka = root.section("kafka")
+    process = root.section("process")
+    process.check_keys(PROCESS_KEYS)
+    faust = process.data.get("faust") or {}
+    if not isinstance(faust, Mapping):
+        raise process.error("faust", "expected a mapping of Faust settings", "e.g. {}")
+    http_port = (
+        process.integer("http_port", None, minimum=0, example=9464)
+        if process.has("http_port")
+        else None
+    )
+    return ProcessSettings(
+        bootstrap_servers=kafka.string("bootstrap_servers", defaults.bootstrap_servers),
+        topic_prefix=kafka.string("topic_prefix", defaults.topic_prefix),
+        partitions=kafka.integer("partitions", defaults.partitions, minimum=1, example=8),
+        replication_factor=kafka.integer(
+            "replication_factor", defaults.replication_factor, minimum=1
+        ),
+        app_id=process.string("app_id", defaults.app_id),
+        store=process.choice("store", ("rocksdb://", "memory://"), defaults.store),
+        data_dir=Path(process.string("data_dir", str(defaults.data_dir))),
+        dedupe_ttl_s=process.duration("dedupe_ttl_s", defaults.dedupe_ttl_s),
+        reload_interval_s=process.duration(
+            "reload_interval_s", defaults.reload_interval_s, minimum=0.05
+        ),
+        tick_interval_s=process.duration("tick_interval_s", defaults.tick_interval_s, minimum=0.05),
+        http_port=http_port,
+        faust=dict(faust),
+    )

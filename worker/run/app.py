@@ -22,6 +22,7 @@ from mode import Service
 
 from worker import __version__
 from worker.events import actions_topic, dlq_topic, event_topic
+from worker.fleet.roster import ownership_status
 from worker.ingest.service import IngestService
 from worker.ingest.stats import SubscriptionState
 from worker.observability.logs import logging_config
@@ -202,6 +203,8 @@ def assemble(
         obs.registry.register(IngestCollector(stats))
         obs.readiness["subscriptions"] = lambda: _subscriptions_ready(stats)
         obs.status["ingest"] = lambda: _ingest_status(stats)
+        ingest = built.ingest
+        obs.status["ownership"] = lambda: ownership_status(ingest)
 
     probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
     built.services.append(KafkaProbeRunner(probe))
@@ -336,6 +339,9 @@ def run(
             logging_config=logs,
             redirect_stdouts=False,
         )
+    # At a log level of WARNING or above, Faust's terminal spinner sets the root logger to
+    # DEBUG (faust.worker._setup_spinner_handler), which costs hundreds of µs per event.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

@@ -118,8 +118,11 @@ async def test_metrics_move_with_traffic_and_pass_the_prometheus_linter(
     code, before_text = await asyncio.to_thread(worker.get, "/metrics")
     assert code == 200
     before = _samples(before_text)
+    evaluations = ("zapflow_rules_evaluations_total", (("rule", "logged-out"),))
     for _ in range(5):
         assert await worker.sim.emit("shop-d", "presence.update")
+    opened = worker.sim.factory("shop-d").connection("open", 200)
+    assert await worker.sim.emit("shop-d", "connection.update", opened)
 
     produced = ("zapflow_ingest_produced_total", ())
 
@@ -128,14 +131,14 @@ async def test_metrics_move_with_traffic_and_pass_the_prometheus_linter(
         now = _samples(text)
         return (
             now.get(events, 0) >= before.get(events, 0) + 5
-            and now.get(produced, 0) >= before.get(produced, 0) + 5
+            and now.get(produced, 0) >= before.get(produced, 0) + 6
+            and now.get(evaluations, 0) >= before.get(evaluations, 0) + 1
         )
 
-    await wait_for(moved, 30, message="5 more events received and produced in the metrics")
+    await wait_for(moved, 30, message="the traffic to show in the ingest and rules metrics")
     _, after_text = await asyncio.to_thread(worker.get, "/metrics")
     after = _samples(after_text)
     assert after[("zapflow_ingest_subscriptions", (("state", "open"),))] == len(INSTANCES) * 14
-    assert any(name == "zapflow_rules_evaluations_total" for name, _ in after)
 
     promlint = Path(sys.executable).with_name("promlint")
     assert promlint.exists(), "build the metrics linter first: make tools (needs Go)"

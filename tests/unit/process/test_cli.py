@@ -26,7 +26,8 @@ def test_bad_config_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[
     config.write_text("kafka: {partitions: many}\n")
     assert run("--config", str(config), "--rules", str(tmp_path)) == 1
     assert capsys.readouterr().err == (
-        f"zapflow: error: {config}: kafka.partitions: expected int, found str 'many'\n"
+        f"zapflow: error: {config}: kafka.partitions: expected a whole number, found 'many'; "
+        "write e.g. 8\n"
     )
 
 

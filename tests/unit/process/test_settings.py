@@ -36,19 +36,40 @@ def test_bootstrap_servers_from_the_environment_win(tmp_path: Path) -> None:
     )
 
 
+def test_durations_and_overrides_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "zapflow.yaml"
+    config.write_text("process: {dedupe_ttl_s: 10m, tick_interval_s: 500ms}\n")
+    settings = load_settings(config, environ={"ZAPFLOW_PROCESS__APP_ID": "p2"})
+    assert (settings.dedupe_ttl_s, settings.tick_interval_s) == (600.0, 0.5)
+    assert settings.app_id == "p2"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         (
             "kafka: {partitions: eight}\n",
-            "{path}: kafka.partitions: expected int, found str 'eight'",
+            "{path}: kafka.partitions: expected a whole number, found 'eight'; write e.g. 8",
         ),
         (
             "process: {dedupe_ttl_s: true}\n",
-            "{path}: process.dedupe_ttl_s: expected float, found bool True",
+            "{path}: process.dedupe_ttl_s: expected a duration, found 'true'; "
+            "write e.g. 5s, 500ms, 2m or a number of seconds",
         ),
-        ("process: [1]\n", "{path}: process: expected a mapping, found list"),
-        ("- 1\n", "{path}: expected a mapping at the top, found list"),
+        (
+            "process: [1]\n",
+            "{path}: process: expected a mapping, found a list; write it as 'key: value' lines",
+        ),
+        (
+            "process: {tick_intervall_s: 1}\n",
+            "{path}: process.tick_intervall_s: unknown key (did you mean 'tick_interval_s'?); "
+            "known keys here: app_id, store, data_dir, dedupe_ttl_s, reload_interval_s, "
+            "tick_interval_s, http_port, faust",
+        ),
+        (
+            "process: {store: 'redis://'}\n",
+            "{path}: process.store: unknown value 'redis://'; use one of: rocksdb://, memory://",
+        ),
     ],
 )
 def test_wrong_values_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -62,7 +83,6 @@ def test_wrong_values_name_file_and_key(tmp_path: Path, text: str, message: str)
 def test_missing_config_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(tmp_path / "nope.yaml", environ={})
-    assert (
-        str(raised.value)
-        == f"{tmp_path}/nope.yaml: cannot read the config file: No such file or directory"
+    assert str(raised.value) == (
+        f"{tmp_path}/nope.yaml: file not found; pass an existing file with --config"
     )
