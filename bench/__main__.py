@@ -82,13 +82,23 @@ def summary_markdown(reports: list[Report], command: str, seconds: float) -> str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run the benchmarks, print their tables and write bench/results/<name>.md "
+        "(and summary.md after a full run).",
+    )
     parser.add_argument(
-        "names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="shorter windows, for a smoke run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     names = args.names or list(BENCHMARKS)
     return asyncio.run(run(names, args.quick, args.keep))
 
