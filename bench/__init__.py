@@ -1,0 +1,1 @@
+"""zapflow benchmarks: ``python -m bench`` (``make bench``)."""
