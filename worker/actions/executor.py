@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import logging
 import os
 import random
@@ -55,6 +56,23 @@ from worker.actions.stats import ExecutorStats
 from worker.events import actions_topic, dlq_topic
 
 log = logging.getLogger("worker.actions")
+
+#: The idempotency key of the action the current task works on; every log line written
+#: meanwhile carries it as a field (``idempotency_key``), so JSON logs can be filtered by it.
+_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "zapflow_action_key", default=None
+)
+
+
+class _ActionKeyFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = _current_key.get()
+        if key is not None and not hasattr(record, "idempotency_key"):
+            record.idempotency_key = key
+        return True
+
+
+log.addFilter(_ActionKeyFilter())
 #: Where ``log`` actions write, so ops can route rule output apart from executor diagnostics.
 action_log = logging.getLogger("worker.actions.log")
 
@@ -233,6 +251,7 @@ class Executor:
         task.add_done_callback(forget)
 
     async def _run(self, key: str, entry: LedgerEntry) -> None:
+        _current_key.set(key)  # this task's own context: only its log lines get the key
         record_data = entry.record or {}
         try:
             record = ActionRecord.from_dict(record_data)

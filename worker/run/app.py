@@ -68,18 +68,78 @@ class KafkaProbe:
             self.checked_at = time.time()
 
 
-class KafkaProbeRunner(Service):
-    """Checks the cluster every few seconds."""
+@dataclass
+class LagProbe:
+    """Consumer lag of the worker's consumer group, per topic partition, for /metrics."""
 
-    def __init__(self, probe: KafkaProbe, interval: float = 5.0, **kwargs: Any) -> None:
+    bootstrap_servers: str
+    group_id: str
+    #: (topic, partition) -> records not yet committed by the group
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    async def check(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
+        try:
+            await admin.start()
+            committed = await admin.list_consumer_group_offsets(self.group_id)
+            if not committed:
+                return
+            await consumer.start()
+            ends = await consumer.end_offsets(list(committed))
+            self.lag = {
+                (tp.topic, tp.partition): max(0, ends[tp] - meta.offset)
+                for tp, meta in committed.items()
+                if meta.offset >= 0 and tp in ends
+            }
+        except Exception:  # the Kafka probe reports reachability; lag is best effort
+            log.debug("consumer lag of %s not read", self.group_id, exc_info=True)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+
+class LagCollector:
+    """``zapflow_consumer_lag`` from :class:`LagProbe`."""
+
+    def __init__(self, probe: LagProbe) -> None:
+        self.probe = probe
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "zapflow_consumer_lag",
+            "Records in the topic not yet committed by the worker's consumer group.",
+            labels=["group", "topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self.probe.lag.items()):
+            family.add_metric([self.probe.group_id, topic, str(partition)], lag)
+        yield family
+
+
+class KafkaProbeRunner(Service):
+    """Checks the cluster (and the consumer lag) every few seconds."""
+
+    def __init__(
+        self, probe: KafkaProbe, lag: LagProbe | None = None, interval: float = 5.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.probe = probe
+        self.lag = lag
         self.interval = interval
 
     @Service.task
     async def _probe(self) -> None:
         while not self.should_stop:
             await self.probe.check()
+            if self.lag is not None and self.probe.ok:
+                await self.lag.check()
             await self.sleep(self.interval)
 
 
@@ -207,7 +267,11 @@ def assemble(
         obs.status["ownership"] = lambda: ownership_status(ingest)
 
     probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
-    built.services.append(KafkaProbeRunner(probe))
+    lag = None
+    if built.app is not None:
+        lag = LagProbe(kafka.bootstrap_servers, str(built.app.conf.id))
+        obs.registry.register(LagCollector(lag))
+    built.services.append(KafkaProbeRunner(probe, lag))
     obs.readiness["kafka"] = lambda: (probe.ok, probe.detail)
 
     if config.http.enabled:

@@ -136,6 +136,11 @@ async def test_metrics_move_with_traffic_and_pass_the_prometheus_linter(
         )
 
     await wait_for(moved, 30, message="the traffic to show in the ingest and rules metrics")
+    async def lag_reported() -> bool:
+        _, text = await asyncio.to_thread(worker.get, "/metrics")
+        return any(name == "zapflow_consumer_lag" for name, _ in _samples(text))
+
+    await wait_for(lag_reported, 30, message="the consumer lag of the worker's group")
     _, after_text = await asyncio.to_thread(worker.get, "/metrics")
     after = _samples(after_text)
     assert after[("zapflow_ingest_subscriptions", (("state", "open"),))] == len(INSTANCES) * 14

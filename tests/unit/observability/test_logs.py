@@ -60,3 +60,34 @@ def test_logging_config_is_accepted_by_dictconfig(fmt: str) -> None:
         assert logging.getLogger("aiokafka").level == logging.CRITICAL
     finally:
         logging.getLogger().handlers[:] = before
+
+
+async def test_executor_log_lines_carry_the_idempotency_key_of_their_task() -> None:
+    import asyncio
+
+    from worker.actions import executor
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler = Keep()
+    executor.log.addHandler(handler)
+    executor.log.setLevel(logging.INFO)
+
+    async def work(key: str) -> None:
+        executor._current_key.set(key)
+        executor.log.info("action %s done", key)
+
+    try:
+        await asyncio.gather(
+            asyncio.create_task(work("r:e1:0:-:fire")), asyncio.create_task(work("r:e2:0:-:fire"))
+        )
+        executor.log.info("not about one action")
+    finally:
+        executor.log.removeHandler(handler)
+    keys = [getattr(r, "idempotency_key", None) for r in seen]
+    assert keys == ["r:e1:0:-:fire", "r:e2:0:-:fire", None]
+    assert json.loads(JsonFormatter().format(seen[0]))["idempotency_key"] == "r:e1:0:-:fire"
