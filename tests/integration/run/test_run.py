@@ -136,6 +136,7 @@ async def test_metrics_move_with_traffic_and_pass_the_prometheus_linter(
         )
 
     await wait_for(moved, 30, message="the traffic to show in the ingest and rules metrics")
+
     async def lag_reported() -> bool:
         _, text = await asyncio.to_thread(worker.get, "/metrics")
         return any(name == "zapflow_consumer_lag" for name, _ in _samples(text))
