@@ -49,9 +49,10 @@ unit: $(STAMP)
 integration: kafka-jars
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# The multi-process chaos tests alone, with their measurements printed (also part of test).
+# The multi-process chaos tests with their measurements printed: tests/integration/fleet
+# (also part of make test) and tests/chaos (only here, see tests/chaos/test_fleet_run.py).
 chaos: kafka-jars
-	$(BIN)/pytest tests/integration/fleet -s $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration/fleet tests/chaos -s $(PYTEST_ARGS)
 
 bench: kafka-jars
 	$(BIN)/python -m bench

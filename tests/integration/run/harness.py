@@ -25,8 +25,19 @@ APIKEY = "run-test-apikey"
 
 
 def config_text(
-    bootstrap: str, prefix: str, app_id: str, sim: Simulator, data: Path, http_port: int
+    bootstrap: str,
+    prefix: str,
+    app_id: str,
+    sim: Simulator,
+    data: Path,
+    http_port: int,
+    ownership: bool = False,
 ) -> str:
+    ownership_line = (
+        "  ownership: {mode: kafka, grace: 6s, session_timeout: 6s, heartbeat_interval: 1s}"
+        if ownership
+        else ""
+    )
     instances = "\n".join(
         f"  - {{name: {inst.name}, token: '${{env:RUN_TEST_TOKEN_{i}}}'}}"
         for i, inst in enumerate(sim.instances)
@@ -43,6 +54,7 @@ kafka:
 ingest:
   reconnect: {{first_delay: 0.5s, max_delay: 5s}}
   spool: {{path: {data / "spool"}}}
+{ownership_line}
 process:
   app_id: {app_id}
   store: memory://
@@ -107,19 +119,32 @@ class RunningWorker:
 
 
 async def start_worker(
-    bootstrap: str, prefix: str, tmp: Path, instances: tuple[str, ...]
+    bootstrap: str,
+    prefix: str,
+    tmp: Path,
+    instances: tuple[str, ...],
+    *,
+    sim: Simulator | None = None,
+    inbox: AlertInbox | None = None,
+    app_id: str | None = None,
+    ownership: bool = False,
+    rules: Path = RULES,
 ) -> RunningWorker:
-    sim = Simulator(secret=SECRET, apikey=APIKEY, port=0, seed=11)
-    await sim.start()
-    for name in instances:
-        sim.create_instance(name)
-    inbox = AlertInbox()
-    await inbox.start()
+    """Start ``zapflow run``; with ``sim``/``inbox``/``app_id`` given, as one more member of a
+    fleet that shares them."""
+    if sim is None:
+        sim = Simulator(secret=SECRET, apikey=APIKEY, port=0, seed=11)
+        await sim.start()
+        for name in instances:
+            sim.create_instance(name)
+    if inbox is None:
+        inbox = AlertInbox()
+        await inbox.start()
     http_port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "zapflow.yaml"
-    config.write_text(
-        config_text(bootstrap, prefix, f"zf-test-{uuid.uuid4().hex[:8]}", sim, tmp, http_port)
-    )
+    app_id = app_id or f"zf-test-{uuid.uuid4().hex[:8]}"
+    config.write_text(config_text(bootstrap, prefix, app_id, sim, tmp, http_port, ownership))
     env = {
         **os.environ,
         "ZAPFLOW_OPS_WEBHOOK": inbox.url("/ops"),
@@ -130,7 +155,7 @@ async def start_worker(
     log_path = tmp / "worker.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", "--config", str(config), "--rules", str(RULES)],
+            [sys.executable, "-m", "worker", "run", "--config", str(config), "--rules", str(rules)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
