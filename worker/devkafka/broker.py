@@ -110,7 +110,7 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGTERM the broker when the process that started it dies (even by SIGKILL)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -211,7 +211,7 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             # Only prctl() runs between fork and exec, which is safe with threads.
-            preexec_fn=None if self.detach else _die_with_parent,  # noqa: PLW1509
+            preexec_fn=None if self.detach else die_with_parent,  # noqa: PLW1509
         )
         out.close()
         (self.data_dir / "broker.pid").write_text(f"{self._proc.pid}\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.console.inbox import AlertInbox
-from worker.devkafka.broker import KafkaBroker
+from worker.devkafka.broker import KafkaBroker, die_with_parent
 from worker.devkafka.jars import DevKafkaError, cache_root
 
 INSTANCE_NAMES = ("loja-centro", "loja-norte", "loja-sul", "loja-oeste", "loja-leste")
@@ -84,11 +83,6 @@ class DevState:
             for event, total in totals.items()
         }
         self._last_poll = now
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def worker_config(
@@ -335,7 +329,7 @@ async def _dev(args: argparse.Namespace) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl() runs before exec
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl() runs before exec
         )
         log.close()
         note(f"worker started (pid {worker.pid}), log in {data / 'worker.log'}")
