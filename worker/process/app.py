@@ -25,6 +25,7 @@ from typing import Any, cast
 import faust
 
 from worker.events import actions_topic, event_topic
+from worker.process.acks import DeliveryAcks
 from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.reload import RulesWatcher
 from worker.process.runtime import EventProcessor
@@ -95,6 +96,8 @@ def build_app(
     processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
     subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
     partitions = settings.partitions
+    #: The acking of each agent (see :mod:`worker.process.acks`), once it runs.
+    delivery: dict[str, DeliveryAcks] = {}
 
     state = app.Table("rule-state", partitions=partitions)
     seen = app.Table("seen-messages", partitions=partitions)
@@ -114,26 +117,44 @@ def build_app(
         actions_topic(settings.topic_prefix), key_serializer="raw", value_serializer="raw"
     )
 
-    async def emit(records: Sequence[ActionRecordLike]) -> None:
-        for record in records:
-            try:
-                await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
-            except Exception:
-                # Raising would restart the agent and ack the event anyway (Faust), so the
-                # loss is said here, with the key, and counted.
-                processor.counters.emit_errors += 1
-                log.exception("action %s not produced", record.idempotency_key)
+    async def send(record: ActionRecordLike) -> Any:
+        return await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
+
+    def failed(record: ActionRecordLike, exc: BaseException) -> None:
+        processor.counters.emit_errors += 1
+        log.error("action %s not produced: Kafka refuses it (%r)", record.idempotency_key, exc)
+
+    def acking(stream: Any) -> DeliveryAcks:
+        async def ack(events: Sequence[Any]) -> None:
+            for event in events:
+                await stream.ack(event)
+
+        return DeliveryAcks(send, ack, failed)
 
     @app.agent(source, name="evaluate-events")
     async def evaluate_events(stream: Any) -> None:
-        async for event in stream.events():
-            now = datetime.now(UTC)
-            await emit(processor.process(event.value, event.message.partition, state, seen, now))
+        stream = stream.noack()
+        acks = delivery["events"] = acking(stream)
+        try:
+            async for event in stream.events():
+                message = event.message
+                now = datetime.now(UTC)
+                records = processor.process(event.value, message.partition, state, seen, now)
+                await acks.emit(message.tp, event, records)
+        finally:
+            await acks.stop()
 
     @app.agent(ticks, name="fire-timers")
     async def fire_timers(stream: Any) -> None:
-        async for event in stream.events():
-            await emit(processor.tick(event.message.partition, state, seen, datetime.now(UTC)))
+        stream = stream.noack()
+        acks = delivery["ticks"] = acking(stream)
+        try:
+            async for event in stream.events():
+                message = event.message
+                records = processor.tick(message.partition, state, seen, datetime.now(UTC))
+                await acks.emit(message.tp, event, records)
+        finally:
+            await acks.stop()
 
     async def send_ticks() -> None:
         name = ticks.get_topic_name()
@@ -171,8 +192,13 @@ def build_app(
     async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
         processor.forget_partitions()
 
+    async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for acks in delivery.values():
+            acks.revoked(revoked)
+
     # mode's signal stubs want a positional-only sender; the call is the documented one.
     app.on_rebalance_complete.connect(cast(Any, on_rebalance_complete))
+    app.on_partitions_revoked.connect(cast(Any, on_partitions_revoked))
     app.timer(interval=settings.tick_interval_s)(send_ticks)
     app.task(watch_rules)
     return ProcessApp(

@@ -8,6 +8,7 @@ from unittest.mock import AsyncMock, Mock
 
 import orjson
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
 from worker.process.app import (
@@ -21,6 +22,13 @@ from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
 
 OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
+
+
+def delivered(**kwargs: Any) -> asyncio.Future[None]:
+    """A send that is delivered at once."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 @pytest.fixture
@@ -38,7 +46,7 @@ async def process_app(tmp_path: Path) -> AsyncIterator[ProcessApp]:
     built.app.conf.store = "memory://"
     built.app.flow_control.resume()
     # Nothing leaves the process: action sends and changelog writes are recorded.
-    built.actions.send = AsyncMock()  # type: ignore[method-assign]
+    built.actions.send = AsyncMock(side_effect=delivered)  # type: ignore[method-assign]
     for table in (built.state, built.seen):
         table.send_changelog = Mock()
     yield built
@@ -128,15 +136,15 @@ def test_faust_settings_follow_the_process_settings() -> None:
     assert tick_topic_name("zapflow-process") == "zapflow-process-ticks"
 
 
-async def test_an_action_that_cannot_be_produced_is_logged_and_counted(
+async def test_an_action_kafka_refuses_is_logged_and_counted(
     process_app: ProcessApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    process_app.actions.send.side_effect = RuntimeError("broker gone")
+    process_app.actions.send.side_effect = MessageSizeTooLargeError()
     data = {"keyId": "3A6B", "keyFromMe": False}
     async with process_app.evaluate_events.test_context() as agent:
         await agent.put(orjson.dumps(envelope("messages.upsert", data, id="01JA")), key=b"k")
     assert process_app.processor.counters.emit_errors == 1
-    assert "action auto-reply:01JA:0:-:fire not produced" in caplog.text
+    assert "action auto-reply:01JA:0:-:fire not produced: Kafka refuses it" in caplog.text
 
 
 def test_events_a_reloaded_bundle_adds_are_named_for_the_restart_warning() -> None:
