@@ -30,6 +30,7 @@ from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.reload import RulesWatcher
 from worker.process.runtime import EventProcessor
 from worker.process.settings import ProcessSettings
+from worker.process.streaming import QuietMonitor, use_draining_consumer
 
 log = logging.getLogger("zapflow.process")
 
@@ -60,6 +61,7 @@ def faust_settings(settings: ProcessSettings) -> dict[str, Any]:
         # often a state change and an action: batch them (kafka-and-faust.md §5).
         "producer_linger": 0.005,
         "producer_max_batch_size": 262_144,
+        "Monitor": QuietMonitor,
         **settings.faust,
     }
 
@@ -93,6 +95,7 @@ def build_app(
     to an event this worker does not consume is accepted, and a warning says to restart.
     """
     app = faust.App(settings.app_id, **faust_settings(settings))
+    use_draining_consumer(app)
     processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
     subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
     partitions = settings.partitions
