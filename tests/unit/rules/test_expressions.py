@@ -180,3 +180,50 @@ def test_rejected_templates(source: str, message: str) -> None:
     with pytest.raises(ExpressionError) as info:
         compile_template(source)
     assert str(info.value) == message
+
+
+SET_PATTERNS = [
+    ("cancelar", True),
+    ("CANCEL", False),
+    (r"\bpedido\s*#?\d+\b", True),
+    ("^Quero", False),
+    ("ção$", False),
+    ("prazo|entrega|pix", True),
+    ("a|b", False),
+]
+SET_TEXTS = [
+    "Quero CANCELAR",
+    "sobre o pedido #17: já foi enviado?",
+    "Qual o PRAZO de entrega?",
+    "informação",
+    "",
+    "ok",
+]
+
+
+def test_searches_through_the_shared_set_answer_as_each_pattern_alone() -> None:
+    from worker.rules.expressions import compile_regex
+
+    patterns = [compile_regex(p, ignorecase) for p, ignorecase in SET_PATTERNS]
+    for text in SET_TEXTS:
+        for regex in patterns:
+            assert regex.found(text, 0) == regex.matches(text, 0), (regex, text)
+
+
+def test_a_pattern_compiled_after_the_set_was_built_is_found_in_the_same_text() -> None:
+    from worker.rules.expressions import compile_regex
+
+    text = "um texto com zzyzx-unico no meio"
+    first = compile_regex("texto")
+    assert first.found(text, 0)
+    later = compile_regex("zzyzx-unico")
+    assert later.found(text, 0)
+    assert not compile_regex("zzyzx-ausente").found(text, 0)
+
+
+def test_a_text_longer_than_the_set_takes_is_searched_pattern_by_pattern() -> None:
+    from worker.rules.expressions import SEARCH_SET_MAX_TEXT, compile_regex
+
+    text = "x" * SEARCH_SET_MAX_TEXT + " fim-do-texto"
+    assert compile_regex("fim-do-texto").found(text, 0)
+    assert not compile_regex("fim-de-outro").found(text, 0)
