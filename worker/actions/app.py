@@ -15,6 +15,7 @@ import faust
 
 from worker.actions.executor import Executor, register_executor
 from worker.actions.settings import ExecutorSettings
+from worker.streaming import QuietMonitor, use_draining_consumer
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def build_app(
         broker_heartbeat_interval=min(3.0, options.session_timeout_s / 5),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        Monitor=QuietMonitor,
     )
+    use_draining_consumer(app)
     executor = register_executor(app, settings, env=env)
     return app, executor

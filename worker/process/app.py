@@ -30,7 +30,7 @@ from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.reload import RulesWatcher
 from worker.process.runtime import EventProcessor
 from worker.process.settings import ProcessSettings
-from worker.process.streaming import QuietMonitor, use_draining_consumer
+from worker.streaming import QuietMonitor, use_draining_consumer
 
 log = logging.getLogger("zapflow.process")
 

@@ -284,9 +284,11 @@ def assemble(
 def _executor_only_app(config: RunConfig) -> Any:
     import faust
 
+    from worker.streaming import QuietMonitor, use_draining_consumer
+
     assert config.actions is not None
     kafka = config.shared.kafka
-    return faust.App(
+    app = faust.App(
         "zapflow-actions",
         broker=[f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")],
         store="rocksdb://",
@@ -296,7 +298,10 @@ def _executor_only_app(config: RunConfig) -> Any:
         topic_disable_leader=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
+        Monitor=QuietMonitor,
     )
+    use_draining_consumer(app)
+    return app
 
 
 def _process_counters(counters: Any) -> dict[str, int]:

@@ -10,7 +10,7 @@ from tests.unit.process.standin import StandInEngine, write_rules
 from worker.process.app import build_app
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
-from worker.process.streaming import DrainingConsumer, QuietMonitor
+from worker.streaming import DrainingConsumer, QuietMonitor
 
 
 class Flow:
