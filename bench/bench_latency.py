@@ -13,6 +13,8 @@ events/s ingest therefore reads ~8,000 frames/s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,15 @@ from bench.harness import (
     Child,
     OffsetReader,
     Report,
+    Usage,
     Workspace,
     fmt,
     fmt_int,
     list_topics,
+    machine_cpu,
     profile,
     profile_note,
+    read_usage,
     summary,
     wait_for,
 )
@@ -93,6 +98,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         warm = await _warm_up(sim, children)
         report.note(f"Pipeline answered its first probe after {warm:.1f} s of warm-up.")
         rows = []
+        cpu_rows: list[tuple[int, dict[str, float]]] = []
         profiles: list[Path] = []
         for rate in RATES:
             spies = [
@@ -100,9 +106,11 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
                 for c in children
                 if rate == 500
             ]
+            window = asyncio.ensure_future(cpu_window(ws, [sim.child, *children], duration))
             result = await sim.command(
                 op="paced", rate=rate, duration=duration, min_size=SIZE, settle=15.0, within=120.0
             )
+            cpu_rows.append((rate, await window))
             for child in children:
                 if not child.alive():
                     raise BenchError(f"{child.name} exited\n{child.log_tail()}")
@@ -170,6 +178,22 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         ("events/s", *STAGES),
         [(fmt_int(rate), *stage_cells(result["samples"], stages)) for rate, result, _, _ in rows],
     )
+    names = ["simulator", "ingest", "process", "actions", "broker"]
+    report.table(
+        "CPU while the messages were emitted (cores; the machine has "
+        f"{os.cpu_count()}, shared with other work)",
+        ("events/s", *names, "these together", "whole machine busy", "everything else"),
+        [
+            (
+                fmt_int(rate),
+                *(fmt(cores[n], 2) if n in cores else "–" for n in names),
+                fmt(sum(cores.get(n, 0.0) for n in names), 2),
+                fmt(cores["machine"], 2),
+                fmt(cores["machine"] - sum(cores.get(n, 0.0) for n in names), 2),
+            )
+            for rate, cores in cpu_rows
+        ],
+    )
     for path in profiles:
         profile_note(report, f"{path.stem} (during the 500 events/s run)", path)
     report.note(
@@ -190,6 +214,32 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         "`zapflow process` (rocksdb tables), `zapflow actions` (send rate limits off), and the "
         "Kafka broker, all on this machine.\n\n```yaml\n" + PROBE_RULE + "```"
     )
+
+
+async def cpu_window(ws: Workspace, children: list[Child], seconds: float) -> dict[str, float]:
+    """Cores used by each part, the broker and the whole machine over the next ``seconds``."""
+    pids = {c.name: c.pid for c in children}
+    if ws.broker_pid is not None:
+        pids["broker"] = ws.broker_pid
+
+    def snapshot() -> tuple[dict[str, Usage], tuple[float, float]]:
+        usages = {}
+        for name, pid in pids.items():
+            with contextlib.suppress(OSError):
+                usages[name] = read_usage(pid)
+        return usages, machine_cpu()
+
+    before, (busy0, total0) = snapshot()
+    await asyncio.sleep(seconds)
+    after, (busy1, total1) = snapshot()
+    cores = {
+        name: (after[name].cpu - before[name].cpu) / (after[name].at - before[name].at)
+        for name in before
+        if name in after
+    }
+    ncpu = os.cpu_count() or 1
+    cores["machine"] = (busy1 - busy0) / (total1 - total0) * ncpu if total1 > total0 else 0.0
+    return cores
 
 
 async def _wait_topic_ready(bootstrap: str, process: Child, topic: str) -> None:

@@ -208,6 +208,14 @@ def read_usage(pid: int) -> Usage:
     return Usage(now, cpu, rss, peak)
 
 
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far, over all cores (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # without guest time, which is already in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
 def cpu_per_event_us(before: Usage, after: Usage, events: int) -> float:
     return (after.cpu - before.cpu) / events * 1e6 if events > 0 else math.nan
 
@@ -357,6 +365,8 @@ class Workspace:
     root: Path
     bootstrap: str
     broker_note: str
+    #: The private broker's process (None for an external cluster).
+    broker_pid: int | None = None
 
     def dir(self, name: str) -> Path:
         path = self.root / name
@@ -383,7 +393,7 @@ async def workspace(keep: bool = False) -> AsyncIterator[Workspace]:
                 f"private broker at {broker.bootstrap_servers}, "
                 f"started in {time.monotonic() - started:.1f} s"
             )
-            yield Workspace(root, broker.bootstrap_servers, note)
+            yield Workspace(root, broker.bootstrap_servers, note, broker.pid)
     finally:
         if broker is not None:
             await asyncio.to_thread(broker.stop)
