@@ -10,6 +10,7 @@ import faust
 
 from worker.events import actions_topic, event_topic
 from worker.observability.server import Observability, StatusServer
+from worker.offsets import anchor_offsets
 from worker.process.app import ProcessApp, build_app
 from worker.process.engine import RulesEngine
 from worker.process.metrics import ProcessCollector, status_section
@@ -39,8 +40,8 @@ def run_process(
     if not watcher.current.bundle.events:
         raise StartError(f"rules in {rules_dir} listen to no event (none, or all disabled)")
     built = build_app(settings, watcher, engine)
-    topics = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
-    topics.append(actions_topic(settings.topic_prefix))
+    sources = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
+    topics = [*sources, actions_topic(settings.topic_prefix)]
 
     # Faust's worker runs on the loop that is current when it starts; create the topics on it.
     loop = asyncio.new_event_loop()
@@ -53,6 +54,9 @@ def run_process(
                 partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
             )
+        )
+        loop.run_until_complete(
+            anchor_offsets(settings.bootstrap_servers, settings.app_id, sources)
         )
     except Exception as exc:
         loop.close()

@@ -157,6 +157,8 @@ class Assembly:
     executor: Any = None
     tally: RuleTally = field(default_factory=RuleTally)
     topics: list[str] = field(default_factory=list)
+    #: The topics the Faust app consumes (anchored before it starts, see worker.offsets).
+    consumed: list[str] = field(default_factory=list)
     status_server: StatusServer | None = None
     kafka_probe: KafkaProbe | None = None
 
@@ -220,6 +222,7 @@ def assemble(
         built.app, built.processor, built.watcher = process_app.app, process_app.processor, watcher
         built.topics += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.topics.append(actions_topic(kafka.topic_prefix))
+        built.consumed += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         obs.registry.register(
             ProcessCollector(
                 process_app.processor.counters,
@@ -247,6 +250,7 @@ def assemble(
             built.app = _executor_only_app(config)
         built.executor = register_executor(built.app, config.actions)
         built.topics += [actions_topic(kafka.topic_prefix), dlq_topic(kafka.topic_prefix)]
+        built.consumed.append(actions_topic(kafka.topic_prefix))
         executor = built.executor
         obs.status["actions"] = lambda: {
             "pending": executor.pending,
@@ -443,6 +447,9 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
         except TimeoutError:
             delay = min(delay * 2, 10.0)
     await _create_topics(kafka, built.topics)
+    from worker.offsets import anchor_offsets
+
+    await anchor_offsets(kafka.bootstrap_servers, str(built.app.conf.id), built.consumed)
     return True
 
 
