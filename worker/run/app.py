@@ -160,6 +160,8 @@ class Assembly:
     #: The topics the Faust app consumes (anchored before it starts, see worker.offsets).
     consumed: list[str] = field(default_factory=list)
     status_server: StatusServer | None = None
+    #: Called on SIGHUP: the rules reload, the instances reload (see worker.run.reload).
+    on_sighup: list[Callable[[], None]] = field(default_factory=list)
     kafka_probe: KafkaProbe | None = None
 
     def banner(self) -> str:
@@ -218,7 +220,8 @@ def assemble(
             watcher = RulesWatcher.start(rules_dir, engine)
         except RuleLoadError as exc:
             raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
-        process_app = build_app(config.process, watcher, engine)
+        process_app = build_app(config.process, watcher, engine, sighup=False)
+        built.on_sighup.append(process_app.request_reload)
         built.app, built.processor, built.watcher = process_app.app, process_app.processor, watcher
         built.topics += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.topics.append(actions_topic(kafka.topic_prefix))
@@ -261,7 +264,10 @@ def assemble(
         obs.registry.register(ActionsCollector(executor))
 
     if config.ingest is not None:
+        from worker.run.reload import reload_soon
+
         built.ingest = IngestService(config.ingest, output=output)
+        built.on_sighup.append(lambda: reload_soon(built, output))
         built.services.append(IngestRunner(built.ingest))
         stats = built.ingest.stats
         obs.registry.register(IngestCollector(stats))
@@ -275,6 +281,7 @@ def assemble(
     if built.app is not None:
         lag = LagProbe(kafka.bootstrap_servers, str(built.app.conf.id))
         obs.registry.register(LagCollector(lag))
+        obs.readiness["consumers"] = _first_assignment(built.app)
     built.services.append(KafkaProbeRunner(probe, lag))
     obs.readiness["kafka"] = lambda: (probe.ok, probe.detail)
 
@@ -283,6 +290,28 @@ def assemble(
         built.services.append(StatusRunner(built.status_server))
     built.topics = sorted(set(built.topics))
     return built
+
+
+def _first_assignment(app: Any) -> Callable[[], tuple[bool, str]]:
+    """Readiness of the Faust stages: consuming once their first rebalance has completed.
+
+    Until then ingest may already run, but nothing reads the topics; a deploy that waits
+    for ``/readyz`` should wait for that too.
+    """
+    assigned = False
+
+    async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        nonlocal assigned
+        assigned = True
+
+    app.on_rebalance_complete.connect(on_rebalance_complete)
+
+    def check() -> tuple[bool, str]:
+        if assigned:
+            return True, "partitions assigned, consuming"
+        return False, "waiting for the first partition assignment"
+
+    return check
 
 
 def _executor_only_app(config: RunConfig) -> Any:
@@ -386,6 +415,9 @@ def run(
         return 0
     if not quiet:
         say(built.banner())
+    if built.on_sighup:
+        # Taken before the stages start, so a SIGHUP at any moment reloads and never kills.
+        loop.add_signal_handler(signal.SIGHUP, _call_each, tuple(built.on_sighup))
     if built.app is None:
         from mode import Worker
 
@@ -415,6 +447,11 @@ def run(
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 0
     return 0
+
+
+def _call_each(callbacks: tuple[Callable[[], None], ...]) -> None:
+    for callback in callbacks:
+        callback()
 
 
 async def _stop_server(built: Assembly) -> None:
