@@ -16,7 +16,7 @@ from worker.process.engine import RulesEngine
 from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
-from worker.process.topics import ensure_topics
+from worker.process.topics import ensure_topics, internal_topics
 
 log = logging.getLogger("zapflow.process")
 
@@ -41,7 +41,8 @@ def run_process(
         raise StartError(f"rules in {rules_dir} listen to no event (none, or all disabled)")
     built = build_app(settings, watcher, engine)
     sources = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
-    topics = [*sources, actions_topic(settings.topic_prefix)]
+    internal = internal_topics(built.app, built.ticks.get_topic_name())
+    topics = [*sources, actions_topic(settings.topic_prefix), *internal]
 
     # Faust's worker runs on the loop that is current when it starts; create the topics on it.
     loop = asyncio.new_event_loop()
@@ -53,6 +54,7 @@ def run_process(
                 topics,
                 partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
+                configs=internal,
             )
         )
         loop.run_until_complete(

@@ -159,6 +159,8 @@ class Assembly:
     topics: list[str] = field(default_factory=list)
     #: The topics the Faust app consumes (anchored before it starts, see worker.offsets).
     consumed: list[str] = field(default_factory=list)
+    #: The Faust app's own topics (changelogs, ticks) and their settings, created up front.
+    internal: dict[str, dict[str, str]] = field(default_factory=dict)
     status_server: StatusServer | None = None
     #: Called on SIGHUP: the rules reload, the instances reload (see worker.run.reload).
     on_sighup: list[Callable[[], None]] = field(default_factory=list)
@@ -226,6 +228,7 @@ def assemble(
         built.topics += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.topics.append(actions_topic(kafka.topic_prefix))
         built.consumed += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
+        built.internal[process_app.ticks.get_topic_name()] = {}
         obs.registry.register(
             ProcessCollector(
                 process_app.processor.counters,
@@ -276,6 +279,10 @@ def assemble(
         ingest = built.ingest
         obs.status["ownership"] = lambda: ownership_status(ingest)
 
+    if built.app is not None:
+        from worker.process.topics import internal_topics
+
+        built.internal.update(internal_topics(built.app))
     probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
     lag = None
     if built.app is not None:
@@ -483,21 +490,24 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
             return False
         except TimeoutError:
             delay = min(delay * 2, 10.0)
-    await _create_topics(kafka, built.topics)
+    await _create_topics(kafka, built.topics, built.internal)
     from worker.offsets import anchor_offsets
 
     await anchor_offsets(kafka.bootstrap_servers, str(built.app.conf.id), built.consumed)
     return True
 
 
-async def _create_topics(kafka: Any, topics: list[str]) -> None:
+async def _create_topics(
+    kafka: Any, topics: list[str], internal: dict[str, dict[str, str]]
+) -> None:
     if not topics or not kafka.create_topics:
         return
     from worker.process.topics import ensure_topics
 
     await ensure_topics(
         kafka.bootstrap_servers,
-        topics,
+        [*topics, *internal],
+        configs=internal,
         partitions=kafka.partitions,
         replication_factor=kafka.replication_factor,
     )
