@@ -20,6 +20,7 @@ from worker.process.app import (
 )
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
+from worker.process.topics import internal_topics
 
 OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
 
@@ -151,3 +152,13 @@ def test_events_a_reloaded_bundle_adds_are_named_for_the_restart_warning() -> No
     events = frozenset({"messages.upsert", "call.upsert", "groups.update"})
     assert unsubscribed(events, ("messages.upsert",)) == ["call.upsert", "groups.update"]
     assert unsubscribed(frozenset({"messages.upsert"}), ("messages.upsert",)) == []
+
+
+async def test_the_internal_topics_are_the_compacted_changelogs_and_the_ticks(
+    process_app: ProcessApp,
+) -> None:
+    assert internal_topics(process_app.app, process_app.ticks.get_topic_name()) == {
+        "test-process-rule-state-changelog": {"cleanup.policy": "compact"},
+        "test-process-seen-messages-changelog": {"cleanup.policy": "compact"},
+        "test-process-ticks": {},
+    }
