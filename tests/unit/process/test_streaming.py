@@ -113,3 +113,29 @@ async def test_the_stage_consumes_with_the_draining_consumer_and_the_quiet_monit
     built.app.loop = asyncio.get_running_loop()
     assert isinstance(built.app.consumer, DrainingConsumer)
     assert isinstance(built.app.monitor, QuietMonitor)
+
+
+async def test_a_fetcher_held_back_by_full_stream_buffers_wakes_when_there_is_room(
+    tmp_path: Path,
+) -> None:
+    from faust.types import TP
+
+    write_rules(tmp_path, {"id": "auto-reply", "on": "messages.upsert"})
+    engine = StandInEngine()
+    settings = ProcessSettings(app_id="test-process", store="memory://", partitions=2)
+    built = build_app(settings, RulesWatcher.start(tmp_path, engine), engine)
+    built.app.loop = asyncio.get_running_loop()
+    consumer = built.app.consumer
+    assert isinstance(consumer, DrainingConsumer)
+    consumer.resume_flow()
+    events = TP("codechat.messages.upsert", 0)
+    consumer._active_partitions = {events}
+    assert not consumer._held_back()
+    consumer.on_buffer_full(events)
+    assert consumer._held_back()
+
+    room = consumer._room = asyncio.Event()
+    consumer.on_buffer_drop(events)
+    assert room.is_set()
+    assert not consumer._held_back()
+    assert consumer._get_active_partitions() == {events}
