@@ -28,10 +28,14 @@ from worker.events import actions_topic, event_topic
 from worker.process.acks import DeliveryAcks
 from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.reload import RulesWatcher
-from worker.process.runtime import EventProcessor
+from worker.process.runtime import EventProcessor, StateNotWritten
 from worker.process.settings import ProcessSettings
 
 log = logging.getLogger("zapflow.process")
+
+#: Backoff before evaluating again an event whose state could not be written.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 def tick_topic_name(app_id: str) -> str:
@@ -145,8 +149,19 @@ def build_app(
         try:
             async for event in stream.events():
                 message = event.message
-                now = datetime.now(UTC)
-                records = processor.process(event.value, message.partition, state, seen, now)
+                delay = RETRY_FIRST_S
+                while True:
+                    try:
+                        now = datetime.now(UTC)
+                        records = processor.process(
+                            event.value, message.partition, state, seen, now
+                        )
+                        break
+                    except StateNotWritten as exc:
+                        processor.counters.state_retries += 1
+                        log.warning("%s; evaluating it again in %.1fs", exc, delay)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, RETRY_MAX_S)
                 await acks.emit(message.tp, event, records)
         finally:
             await acks.stop()

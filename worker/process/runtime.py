@@ -34,6 +34,14 @@ log = logging.getLogger("zapflow.process")
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
 
 
+class StateNotWritten(Exception):
+    """The rule state of an evaluated event could not be written to its table.
+
+    Raised rather than logged and skipped: unlike a broken envelope, the event itself is
+    fine, and evaluating it again once the table works loses nothing.
+    """
+
+
 @dataclass
 class ProcessCounters:
     """What the stage has done since it started (exported as metrics, logged on stop)."""
@@ -47,6 +55,7 @@ class ProcessCounters:
     actions: int = 0
     timer_actions: int = 0
     emit_errors: int = 0
+    state_retries: int = 0
     tick_errors: int = 0
     sweeps: int = 0
     reloads: int = 0
@@ -84,7 +93,12 @@ class EventProcessor:
         seen: MutableMapping[str, Any],
         now: datetime,
     ) -> Sequence[ActionRecordLike]:
-        """Evaluate one envelope; never raises (an exception would ack it silently)."""
+        """Evaluate one envelope.
+
+        A broken envelope or a failing rule is logged and counted, and yields no actions.
+        Raises:
+            StateNotWritten: the state could not be written; evaluate the event again.
+        """
         counters = self.counters
         counters.events += 1
         envelope: Any = None
@@ -104,6 +118,13 @@ class EventProcessor:
                 counters.duplicates += 1
                 return NO_ACTIONS
             evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
+        except Exception:
+            counters.errors += 1
+            log.exception(
+                "event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
+            )
+            return NO_ACTIONS
+        try:
             if evaluation.changes:
                 apply_changes(state, evaluation.changes, partition)
                 self._track_timers(partition, evaluation.changes)
@@ -112,15 +133,16 @@ class EventProcessor:
                 # nothing again does nothing again, and each remembered id costs a changelog
                 # write, which measured as the largest per-event cost of the stage.
                 remember(seen, key, envelope["id"], partition, now.timestamp())
-            counters.evaluated += 1
-            counters.actions += len(evaluation.actions)
-            return evaluation.actions
-        except Exception:
-            counters.errors += 1
-            log.exception(
-                "event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
-            )
-            return NO_ACTIONS
+        except Exception as exc:
+            # Not the event's fault (the table's changelog is not usable yet, say): evaluate
+            # it again later rather than drop its actions.
+            raise StateNotWritten(
+                f"state of event {_event_id(envelope, raw)} (partition {partition}) "
+                f"not written: {exc!r}"
+            ) from exc
+        counters.evaluated += 1
+        counters.actions += len(evaluation.actions)
+        return evaluation.actions
 
     def tick(
         self,

@@ -203,6 +203,10 @@ class ProcessCollector(Collector):
                 c.duplicates,
             ),
             "zapflow_rules_event_errors": ("Envelopes that could not be evaluated.", c.errors),
+            "zapflow_rules_state_retries": (
+                "Events evaluated again because their state could not be written.",
+                c.state_retries,
+            ),
             "zapflow_rules_actions": (
                 "Action records produced (events and timers).",
                 c.actions + c.timer_actions,

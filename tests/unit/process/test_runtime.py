@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
 from worker.process.reload import ReloadOutcome, RulesWatcher
-from worker.process.runtime import EventProcessor
+from worker.process.runtime import EventProcessor, StateNotWritten
 
 NOW = datetime(2026, 11, 25, 20, 41, 7, tzinfo=UTC)
 OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
@@ -209,3 +209,25 @@ def test_a_message_that_did_nothing_is_not_remembered(tmp_path: Path) -> None:
     throttled = contact_text("01JB", key_id="OTHER")
     assert not processor.process(throttled, 0, state, seen, NOW)
     assert list(seen) == ["shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D"]
+
+
+class BrokenTable(dict[str, Any]):
+    """A table whose changelog cannot be written yet."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise RuntimeError("changelog topic has 0 partitions")
+
+
+def test_state_that_cannot_be_written_is_raised_for_a_retry_not_dropped(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    with pytest.raises(StateNotWritten) as raised:
+        processor.process(contact_text("01JA"), 3, BrokenTable(), {}, NOW)
+    assert str(raised.value) == (
+        "state of event 01JA (partition 3) not written: "
+        "RuntimeError('changelog topic has 0 partitions')"
+    )
+    assert processor.counters.errors == 0
+    state: dict[str, Any] = {}
+    assert [
+        r.idempotency_key for r in processor.process(contact_text("01JA"), 3, state, {}, NOW)
+    ] == ["auto-reply:01JA:0:-:fire"]
