@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from worker.process.engine import BundleEngine, rule_digests
-from worker.process.keys import topic_key_fields
+from worker.process.engine import BundleEngine, SplitBundle, rule_digests
+from worker.process.keys import repartition_keys, topic_key_fields
 from worker.rules import RuleLoadError
 
 HEADER = "rules:\n"
@@ -51,19 +52,70 @@ def test_rules_keyed_by_their_topic_key_or_finer_load(tmp_path: Path) -> None:
     }
 
 
-def test_state_coarser_than_the_topic_key_is_refused_with_file_and_line(tmp_path: Path) -> None:
-    path = write(
+REKEYED = (
+    "  - id: per-instance\n    on: messages.upsert\n"
+    "    throttle: {key: [instance], once_within: 10m}\n"
+    "    actions: [{log: {message: hi}}]\n"
+    "  - id: per-sender\n    on: [messages.upsert, send.message]\n"
+    "    window: {key: [msg.sender, instance], count: 3, within: 1m}\n"
+    "    throttle: {key: [instance, msg.sender, msg.chat], once_within: 1h}\n"
+    "    actions: [{log: {message: hi}}]\n"
+    "  - id: quiet\n    on: messages.upsert\n    key: [instance]\n    for: 5m\n"
+    "    actions: [{log: {message: quiet}}]\n"
+    "  - id: welcome-once\n    on: group-participants.update\n    for_each: group.participants\n"
+    "    throttle: {key: [instance, item.phone], once_within: 1d}\n"
+    "    actions: [{log: {message: hi}}]\n"
+    "  - id: reply\n    on: messages.upsert\n"
+    "    throttle: {key: [instance, msg.chat], once_within: 1h}\n"
+    "    actions: [{log: {message: hi}}]\n"
+    "  - id: stateless\n    on: messages.upsert\n    key: [instance]\n"
+    "    actions: [{log: {message: hi}}]\n"
+)
+
+
+def test_rules_keyed_more_coarsely_than_their_topic_load_split_off_with_their_key(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, REKEYED)
+    split = BundleEngine().load(tmp_path)
+    assert isinstance(split, SplitBundle)
+    assert {
+        rule_id: [part.source for part in parts] for rule_id, parts in split.rekeyed.items()
+    } == {
+        "per-instance": ["instance"],
+        "per-sender": ["instance", "msg.sender"],
+        "quiet": ["instance"],
+        "welcome-once": ["instance"],
+    }
+    assert [r.id for r in split.local.by_event["messages.upsert"]] == ["reply", "stateless"]
+    assert split.local.by_event["group-participants.update"] == ()
+    assert split.events == {"messages.upsert", "send.message", "group-participants.update"}
+
+
+def test_rules_keyed_by_their_topic_key_are_not_rekeyed(tmp_path: Path) -> None:
+    write(
         tmp_path,
-        "  - id: reply\n    on: messages.upsert\n"
-        "    throttle: {key: [instance], once_within: 1h}\n"
+        "  - id: reply\n    on: messages.upsert\n    throttle: 1h\n"
         "    actions: [{log: {message: hi}}]\n",
     )
-    with pytest.raises(RuleLoadError) as raised:
-        BundleEngine().load(tmp_path)
-    assert str(raised.value) == (
-        f'{path}:2:1: rule "reply": throttle keyed by [instance] spans partitions of '
-        "messages.upsert (keyed by instance + msg.chat); add msg.chat to its key"
+    split = BundleEngine().load(tmp_path)
+    assert isinstance(split, SplitBundle)
+    assert split.rekeyed == {}
+    assert split.local is split.whole
+
+
+def test_disabled_rules_are_not_rekeyed() -> None:
+    rule = SimpleNamespace(
+        id="off",
+        mode="disabled",
+        on=("messages.upsert",),
+        throttle=None,
+        window=None,
+        for_s=60.0,
+        resolve_when=None,
+        key=(),
     )
+    assert repartition_keys([rule]) == {}
 
 
 def test_inhibition_across_key_spaces_is_refused(tmp_path: Path) -> None:
@@ -80,6 +132,33 @@ def test_inhibition_across_key_spaces_is_refused(tmp_path: Path) -> None:
         f"{path}:6:1: rule \"reply\": inhibited by rule 'down', whose events are keyed "
         "differently (connection.update vs messages.upsert); inhibition only works between "
         "rules on events with the same key"
+    )
+
+
+@pytest.mark.parametrize(
+    ("muted", "inhibitor", "subject"),
+    [
+        ("throttle: {key: [instance], once_within: 1h}", "throttle: 1h", "this rule"),
+        ("throttle: 1h", "throttle: {key: [instance], once_within: 1h}", "rule 'down'"),
+    ],
+)
+def test_inhibition_with_a_rekeyed_rule_is_refused(
+    tmp_path: Path, muted: str, inhibitor: str, subject: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"  - id: down\n    on: messages.upsert\n    {inhibitor}\n"
+        "    actions: [{log: {message: down}}]\n"
+        f"  - id: reply\n    on: messages.upsert\n    inhibited_by: [down]\n    {muted}\n"
+        "    actions: [{log: {message: hi}}]\n",
+    )
+    with pytest.raises(RuleLoadError) as raised:
+        BundleEngine().load(tmp_path)
+    assert str(raised.value) == (
+        f"{path}:6:1: rule \"reply\": inhibited by rule 'down', but {subject} has its events "
+        "repartitioned (throttle keyed by [instance], coarser than messages.upsert's "
+        "instance + msg.chat); inhibition only works between rules whose state follows their "
+        "events' key"
     )
 
 
