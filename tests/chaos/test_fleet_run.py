@@ -21,6 +21,7 @@ import itertools
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import wait_for
 from tests.integration.run.harness import APIKEY, SECRET, RunningWorker, start_worker
@@ -32,98 +33,170 @@ INSTANCES = ("fleet-a", "fleet-b", "fleet-c")
 RATE = 20.0  # texts per second over all instances
 
 
+class Fleet:
+    """Workers sharing one simulator, alert inbox, topic prefix and consumer groups."""
+
+    def __init__(self, bootstrap: str, tmp: Path) -> None:
+        self.bootstrap, self.tmp = bootstrap, tmp
+        self.sim = Simulator(secret=SECRET, apikey=APIKEY, port=0, seed=5)
+        self.inbox = AlertInbox()
+        self.prefix = f"fleet-{uuid.uuid4().hex[:6]}."
+        self.app_id = f"zf-fleet-{uuid.uuid4().hex[:6]}"
+        self.workers: list[RunningWorker] = []
+        self.delivered: list[str] = []
+        self.dropped: list[str] = []
+        self._counter = itertools.count()
+        self._stop = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    async def start(self, members: int) -> None:
+        await self.sim.start()
+        for name in INSTANCES:
+            self.sim.create_instance(name)
+        await self.inbox.start()
+        for _ in range(members):
+            self.workers.append(await self.member())
+        for worker in self.workers:
+            await worker.wait_ready(timeout=120)
+
+    async def member(self) -> RunningWorker:
+        return await start_worker(
+            self.bootstrap, self.prefix, self.tmp / f"w{next(self._counter)}", INSTANCES,
+            sim=self.sim, inbox=self.inbox, app_id=self.app_id, ownership=True, rules=RULES,
+        )  # fmt: skip
+
+    def start_traffic(self) -> None:
+        self._sender = asyncio.create_task(self._traffic())
+
+    async def stop_traffic(self) -> None:
+        self._stop.set()
+        if self._sender is not None:
+            await self._sender
+
+    async def _traffic(self) -> None:
+        for n in itertools.count():
+            if self._stop.is_set():
+                return
+            name = INSTANCES[n % len(INSTANCES)]
+            message = self.sim.factory(name).received_text(time.time(), f"pedido {n}")
+            message["keyId"] = f"FLEET{n:06d}"
+            sent = await self.sim.emit(name, "messages.upsert", message)
+            (self.delivered if sent else self.dropped).append(message["keyId"])
+            await asyncio.sleep(1 / RATE)
+
+    def replies(self) -> collections.Counter[str]:
+        """How many replies each message got, from the simulator's recorded sendText calls."""
+        return collections.Counter(
+            str(c.body["textMessage"]["text"]).removeprefix("re ")
+            for c in self.sim.rest_calls
+            if "/message/sendText/" in c.path and isinstance(c.body, dict)
+        )
+
+    async def wait_answered(self, timeout: float) -> collections.Counter[str]:
+        """Wait for a reply to every delivered message; on failure say where the rest are."""
+        try:
+            await wait_for(
+                lambda: set(self.delivered) <= set(self.replies()),
+                timeout,
+                message="a reply to every message",
+            )
+        except AssertionError:
+            missing = sorted(set(self.delivered) - set(self.replies()))
+            states = [await w.status() for w in self.workers]
+            where = await _find(self.bootstrap, self.prefix, missing[:5])
+            raise AssertionError(
+                f"{len(missing)} of {len(self.delivered)} messages unanswered "
+                f"(first: {missing[:5]}); found in Kafka: {where}; workers' rules/actions "
+                f"status: {[(s.get('rules'), s.get('actions')) for s in states]}"
+                f"\n--- logs ---\n" + "\n---\n".join(w.log()[-2500:] for w in self.workers)
+            ) from None
+        return self.replies()
+
+    async def close(self) -> None:
+        self._stop.set()
+        for worker in self.workers:
+            await worker.stop()
+        await self.sim.stop()
+        await self.inbox.stop()
+
+
+def check_once_each(fleet: Fleet, answered: collections.Counter[str], report: str) -> None:
+    twice = {key: n for key, n in answered.items() if n > 1}
+    print(f"\n[fleet-run] {report}")
+    assert twice == {}, report
+    assert set(answered) == set(fleet.delivered), report
+    assert fleet.dropped == [], report
+
+
+def tally(fleet: Fleet, answered: collections.Counter[str]) -> str:
+    twice = sum(1 for n in answered.values() if n > 1)
+    return (
+        f"{len(fleet.delivered)} delivered, {len(fleet.dropped)} dropped by the gateway, "
+        f"{sum(answered.values())} replies, {twice} answered twice"
+    )
+
+
 async def test_a_rolling_restart_answers_every_message_exactly_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sim = Simulator(secret=SECRET, apikey=APIKEY, port=0, seed=5)
-    await sim.start()
-    for name in INSTANCES:
-        sim.create_instance(name)
-    inbox = AlertInbox()
-    await inbox.start()
-    prefix, app_id = f"fleet-{uuid.uuid4().hex[:6]}.", f"zf-fleet-{uuid.uuid4().hex[:6]}"
-    counter = itertools.count()
-
-    async def member() -> RunningWorker:
-        return await start_worker(
-            kafka_bootstrap, prefix, tmp_path / f"w{next(counter)}", INSTANCES,
-            sim=sim, inbox=inbox, app_id=app_id, ownership=True, rules=RULES,
-        )  # fmt: skip
-
-    workers = [await member(), await member()]
-    delivered: list[str] = []
-    dropped: list[str] = []
-    stop = asyncio.Event()
-
-    async def traffic() -> None:
-        for n in itertools.count():
-            if stop.is_set():
-                return
-            name = INSTANCES[n % len(INSTANCES)]
-            message = sim.factory(name).received_text(time.time(), f"pedido {n}")
-            message["keyId"] = f"FLEET{n:06d}"
-            (delivered if await sim.emit(name, "messages.upsert", message) else dropped).append(
-                message["keyId"]
-            )
-            await asyncio.sleep(1 / RATE)
-
+    fleet = Fleet(kafka_bootstrap, tmp_path)
     restarts: list[str] = []
     try:
-        for worker in workers:
-            await worker.wait_ready(timeout=120)
-        sender = asyncio.create_task(traffic())
+        await fleet.start(members=2)
+        fleet.start_traffic()
         await asyncio.sleep(3)
         for _ in range(2):
-            old = workers.pop(0)
+            old = fleet.workers.pop(0)
             began = time.monotonic()
             assert await old.stop(timeout=60) == 0, old.log()
-            replacement = await member()
+            replacement = await fleet.member()
             await replacement.wait_ready(timeout=120)
-            workers.append(replacement)
+            fleet.workers.append(replacement)
             restarts.append(f"{time.monotonic() - began:.1f}s")
             await asyncio.sleep(3)
-        stop.set()
-        await sender
-
-        def replies() -> collections.Counter[str]:
-            return collections.Counter(
-                str(c.body["textMessage"]["text"]).removeprefix("re ")
-                for c in sim.rest_calls
-                if "/message/sendText/" in c.path and isinstance(c.body, dict)
-            )
-
-        try:
-            await wait_for(
-                lambda: set(delivered) <= set(replies()), 90, message="a reply to every message"
-            )
-        except AssertionError:
-            missing = sorted(set(delivered) - set(replies()))
-            states = [await w.status() for w in workers]
-            where = await _find(kafka_bootstrap, prefix, missing[:5])
-            raise AssertionError(
-                f"{len(missing)} of {len(delivered)} messages unanswered (first: {missing[:5]}); "
-                f"found in Kafka: {where}; "
-                f"workers' rules/actions status: {[(s.get('rules'), s.get('actions')) for s in states]}"
-                f"\n--- logs ---\n" + "\n---\n".join(w.log()[-2500:] for w in workers)
-            ) from None
-        answered = replies()
-        twice = {key: n for key, n in answered.items() if n > 1}
-        report = (
+        await fleet.stop_traffic()
+        answered = await fleet.wait_answered(90)
+        check_once_each(
+            fleet,
+            answered,
             f"rolling restart of 2 zapflow run workers at {RATE:.0f} texts/s: "
-            f"{len(delivered)} delivered, {len(dropped)} dropped by the gateway, "
-            f"{sum(answered.values())} replies, {len(twice)} answered twice; "
-            f"each restart (stop + new worker ready) took {', '.join(restarts)}"
+            f"{tally(fleet, answered)}; each restart (stop + new worker ready) took "
+            + ", ".join(restarts),
         )
-        print(f"\n[fleet-run] {report}")
-        assert twice == {}, report
-        assert set(answered) == set(delivered), report
-        assert dropped == [], report
     finally:
-        stop.set()
-        for worker in workers:
-            await worker.stop()
-        await sim.stop()
-        await inbox.stop()
+        await fleet.close()
+
+
+async def test_a_broker_restart_under_load_answers_every_message_exactly_once(
+    private_broker_factory: Any, tmp_path: Path
+) -> None:
+    broker = private_broker_factory(tmp_path / "broker")
+    await asyncio.to_thread(broker.start)
+    fleet = Fleet(broker.bootstrap_servers, tmp_path)
+    try:
+        await fleet.start(members=2)
+        fleet.start_traffic()
+        await asyncio.sleep(3)
+        down_at = time.monotonic()
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(
+            max(0.0, 12.0 - (time.monotonic() - down_at))
+        )  # past the session timeout
+        await asyncio.to_thread(broker.start)
+        down = time.monotonic() - down_at
+        await asyncio.sleep(5)
+        await fleet.stop_traffic()
+        answered = await fleet.wait_answered(120)
+        for worker in fleet.workers:
+            assert worker.proc.poll() is None, f"a worker exited:\n{worker.log()}"
+        check_once_each(
+            fleet,
+            answered,
+            f"broker down {down:.0f}s under 2 zapflow run workers at {RATE:.0f} texts/s: "
+            f"{tally(fleet, answered)}",
+        )
+    finally:
+        await fleet.close()
 
 
 async def _find(bootstrap: str, prefix: str, keys: list[str]) -> dict[str, list[str]]:

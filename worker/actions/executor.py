@@ -171,8 +171,22 @@ class Executor:
     # -- the agent: claim and hand over -------------------------------------------------------
 
     async def _consume(self, stream: Any) -> None:
-        # Batches, so the claims of many records cost one round trip to Kafka; Faust acks a
-        # batch's records only after this loop body is done with them.
+        # Batches, so the claims of many records cost one round trip to Kafka. Faust acks a
+        # batch's records when this loop body is done with them, and also, in the ``finally``
+        # of ``take_events``, when the agent is cancelled part-way through a batch (a SIGTERM
+        # while claims are on their way): a record whose claim never reached Kafka would then
+        # be committed and lost. So the stream's acks go through ``handled``: only records
+        # this body finished with are acked; the rest are delivered again.
+        handled: set[int] = set()
+        faust_ack = stream.ack
+
+        async def ack(event: Any) -> bool:
+            if id(event) not in handled:
+                return False
+            handled.discard(id(event))
+            return bool(await faust_ack(event))
+
+        stream.ack = ack
         async for events in stream.take_events(_CLAIM_BATCH, within=_CLAIM_WAIT_S):
             try:
                 await self._accept_batch(events)
@@ -181,6 +195,7 @@ class Executor:
             except Exception:
                 # Never let a record kill the agent: Faust would ack it and move on anyway.
                 log.exception("action records at %s failed in the executor", _where(events[0]))
+            handled.update(id(event) for event in events)
 
     async def _accept_batch(self, events: list[Any]) -> None:
         """Claim the batch's new keys, wait until Kafka has the claims, then start them.

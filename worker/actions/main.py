@@ -15,6 +15,7 @@ from worker.actions.settings import SettingsError, settings_from_mapping
 from worker.actions.topics import ensure_topics
 from worker.cli import CommandError
 from worker.events import actions_topic, dlq_topic
+from worker.offsets import anchor_offsets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             check=[topic],
         )
     )
+    loop.run_until_complete(anchor_offsets(options.bootstrap_servers, options.app_id, [topic]))
     app, _ = build_app(settings, options)
     Worker(app, loglevel=args.log_level, loop=loop).execute_from_commandline()
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -85,6 +85,8 @@ class ProcessApp:
     actions: Any
     ticks: Any
     rekeyed: Any
+    #: Reload the rules directory now, changed or not (what SIGHUP does).
+    request_reload: Callable[[], None]
 
 
 def build_app(
@@ -93,16 +95,21 @@ def build_app(
     engine: RulesEngine,
     *,
     events: Sequence[str] | None = None,
+    sighup: bool = True,
 ) -> ProcessApp:
     """Build the app for the bundle in force; ``events`` overrides the subscribed events.
 
     The events consumed are fixed for the life of the worker: a reloaded bundle that listens
     to an event this worker does not consume is accepted, and a warning says to restart.
+    With ``sighup`` the app takes SIGHUP for a forced rules reload; ``zapflow run`` takes
+    the signal itself (it also re-reads instances) and calls ``request_reload``.
     """
     app = faust.App(settings.app_id, **faust_settings(settings))
     processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
     subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
     partitions = settings.partitions
+    #: Set to reload the rules now (SIGHUP).
+    forced = asyncio.Event()
     #: The acking of each agent (see :mod:`worker.process.acks`), once it runs.
     delivery: dict[str, DeliveryAcks] = {}
 
@@ -203,8 +210,8 @@ def build_app(
             watcher.directory,
             ", ".join(event_topic(name, settings.topic_prefix) for name in subscribed),
         )
-        forced = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, forced.set)
+        if sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, forced.set)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(forced.wait(), settings.reload_interval_s)
@@ -247,4 +254,5 @@ def build_app(
         actions,
         ticks,
         rekeyed,
+        request_reload=forced.set,
     )

@@ -10,12 +10,13 @@ import faust
 
 from worker.events import actions_topic, event_topic
 from worker.observability.server import Observability, StatusServer
+from worker.offsets import anchor_offsets
 from worker.process.app import ProcessApp, build_app
 from worker.process.engine import RulesEngine
 from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
-from worker.process.topics import ensure_topics
+from worker.process.topics import ensure_topics, internal_topics
 
 log = logging.getLogger("zapflow.process")
 
@@ -39,8 +40,10 @@ def run_process(
     if not watcher.current.bundle.events:
         raise StartError(f"rules in {rules_dir} listen to no event (none, or all disabled)")
     built = build_app(settings, watcher, engine)
-    topics = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
-    topics.append(actions_topic(settings.topic_prefix))
+    sources = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
+    rekeyed = built.rekeyed.get_topic_name()
+    internal = internal_topics(built.app, built.ticks.get_topic_name(), rekeyed)
+    topics = [*sources, actions_topic(settings.topic_prefix), *internal]
 
     # Faust's worker runs on the loop that is current when it starts; create the topics on it.
     loop = asyncio.new_event_loop()
@@ -52,7 +55,11 @@ def run_process(
                 topics,
                 partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
+                configs=internal,
             )
+        )
+        loop.run_until_complete(
+            anchor_offsets(settings.bootstrap_servers, settings.app_id, [*sources, rekeyed])
         )
     except Exception as exc:
         loop.close()

@@ -9,7 +9,8 @@ existing ones with another count are refused with a message that says what to do
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -28,8 +29,12 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     timeout_s: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the missing topics; check that existing ones have ``partitions`` partitions.
+
+    ``configs`` gives topic settings (such as ``cleanup.policy``) for the topics it names,
+    applied when they are created.
 
     Returns:
         The names of the topics that were created.
@@ -47,7 +52,15 @@ async def ensure_topics(
         missing = [name for name in wanted if name not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(name, partitions, replication_factor) for name in missing]
+                [
+                    NewTopic(
+                        name,
+                        partitions,
+                        replication_factor,
+                        topic_configs=dict((configs or {}).get(name, {})),
+                    )
+                    for name in missing
+                ]
             )
             for topic, code, *rest in response.topic_errors:
                 if code not in (0, TOPIC_ALREADY_EXISTS):
@@ -67,3 +80,20 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+def internal_topics(app: Any, *extra: str) -> dict[str, dict[str, str]]:
+    """The topics a Faust app would create for itself: each table's compacted changelog, and
+    ``extra`` ones (the tick and repartition topics), with their settings.
+
+    Created before the worker starts, with the tables' partition count. Left to Faust, they
+    appear while the worker is already taking events, and an event that arrives before a
+    changelog is in the client's metadata fails every table write with ``PartitionsMismatch``
+    ("changelog topic ... has 0 partitions").
+    """
+    topics = {
+        table.changelog_topic.get_topic_name(): {"cleanup.policy": "compact"}
+        for table in app.tables.values()
+    }
+    topics.update({name: {} for name in extra})
+    return topics

@@ -157,7 +157,13 @@ class Assembly:
     executor: Any = None
     tally: RuleTally = field(default_factory=RuleTally)
     topics: list[str] = field(default_factory=list)
+    #: The topics the Faust app consumes (anchored before it starts, see worker.offsets).
+    consumed: list[str] = field(default_factory=list)
+    #: The Faust app's own topics (changelogs, ticks) and their settings, created up front.
+    internal: dict[str, dict[str, str]] = field(default_factory=dict)
     status_server: StatusServer | None = None
+    #: Called on SIGHUP: the rules reload, the instances reload (see worker.run.reload).
+    on_sighup: list[Callable[[], None]] = field(default_factory=list)
     kafka_probe: KafkaProbe | None = None
 
     def banner(self) -> str:
@@ -216,10 +222,16 @@ def assemble(
             watcher = RulesWatcher.start(rules_dir, engine)
         except RuleLoadError as exc:
             raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
-        process_app = build_app(config.process, watcher, engine)
+        process_app = build_app(config.process, watcher, engine, sighup=False)
+        built.on_sighup.append(process_app.request_reload)
         built.app, built.processor, built.watcher = process_app.app, process_app.processor, watcher
         built.topics += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.topics.append(actions_topic(kafka.topic_prefix))
+        built.consumed += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
+        built.internal[process_app.ticks.get_topic_name()] = {}
+        # Envelopes on their way to rekeyed rules: consumed, so anchored like the sources.
+        built.internal[process_app.rekeyed.get_topic_name()] = {}
+        built.consumed.append(process_app.rekeyed.get_topic_name())
         obs.registry.register(
             ProcessCollector(
                 process_app.processor.counters,
@@ -247,6 +259,7 @@ def assemble(
             built.app = _executor_only_app(config)
         built.executor = register_executor(built.app, config.actions)
         built.topics += [actions_topic(kafka.topic_prefix), dlq_topic(kafka.topic_prefix)]
+        built.consumed.append(actions_topic(kafka.topic_prefix))
         executor = built.executor
         obs.status["actions"] = lambda: {
             "pending": executor.pending,
@@ -257,7 +270,10 @@ def assemble(
         obs.registry.register(ActionsCollector(executor))
 
     if config.ingest is not None:
+        from worker.run.reload import reload_soon
+
         built.ingest = IngestService(config.ingest, output=output)
+        built.on_sighup.append(lambda: reload_soon(built, output))
         built.services.append(IngestRunner(built.ingest))
         stats = built.ingest.stats
         obs.registry.register(IngestCollector(stats))
@@ -266,11 +282,16 @@ def assemble(
         ingest = built.ingest
         obs.status["ownership"] = lambda: ownership_status(ingest)
 
+    if built.app is not None:
+        from worker.process.topics import internal_topics
+
+        built.internal.update(internal_topics(built.app))
     probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
     lag = None
     if built.app is not None:
         lag = LagProbe(kafka.bootstrap_servers, str(built.app.conf.id))
         obs.registry.register(LagCollector(lag))
+        obs.readiness["consumers"] = _first_assignment(built.app)
     built.services.append(KafkaProbeRunner(probe, lag))
     obs.readiness["kafka"] = lambda: (probe.ok, probe.detail)
 
@@ -279,6 +300,28 @@ def assemble(
         built.services.append(StatusRunner(built.status_server))
     built.topics = sorted(set(built.topics))
     return built
+
+
+def _first_assignment(app: Any) -> Callable[[], tuple[bool, str]]:
+    """Readiness of the Faust stages: consuming once their first rebalance has completed.
+
+    Until then ingest may already run, but nothing reads the topics; a deploy that waits
+    for ``/readyz`` should wait for that too.
+    """
+    assigned = False
+
+    async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+        nonlocal assigned
+        assigned = True
+
+    app.on_rebalance_complete.connect(on_rebalance_complete)
+
+    def check() -> tuple[bool, str]:
+        if assigned:
+            return True, "partitions assigned, consuming"
+        return False, "waiting for the first partition assignment"
+
+    return check
 
 
 def _executor_only_app(config: RunConfig) -> Any:
@@ -382,6 +425,9 @@ def run(
         return 0
     if not quiet:
         say(built.banner())
+    if built.on_sighup:
+        # Taken before the stages start, so a SIGHUP at any moment reloads and never kills.
+        loop.add_signal_handler(signal.SIGHUP, _call_each, tuple(built.on_sighup))
     if built.app is None:
         from mode import Worker
 
@@ -413,6 +459,11 @@ def run(
     return 0
 
 
+def _call_each(callbacks: tuple[Callable[[], None], ...]) -> None:
+    for callback in callbacks:
+        callback()
+
+
 async def _stop_server(built: Assembly) -> None:
     if built.status_server is not None:
         await built.status_server.stop()
@@ -442,18 +493,24 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
             return False
         except TimeoutError:
             delay = min(delay * 2, 10.0)
-    await _create_topics(kafka, built.topics)
+    await _create_topics(kafka, built.topics, built.internal)
+    from worker.offsets import anchor_offsets
+
+    await anchor_offsets(kafka.bootstrap_servers, str(built.app.conf.id), built.consumed)
     return True
 
 
-async def _create_topics(kafka: Any, topics: list[str]) -> None:
+async def _create_topics(
+    kafka: Any, topics: list[str], internal: dict[str, dict[str, str]]
+) -> None:
     if not topics or not kafka.create_topics:
         return
     from worker.process.topics import ensure_topics
 
     await ensure_topics(
         kafka.bootstrap_servers,
-        topics,
+        [*topics, *internal],
+        configs=internal,
         partitions=kafka.partitions,
         replication_factor=kafka.replication_factor,
     )

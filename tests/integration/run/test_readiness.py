@@ -22,7 +22,13 @@ async def test_readyz_is_false_before_kafka_is_up_and_true_after(
 
         async def not_ready_for_kafka() -> bool:
             code, body = await asyncio.to_thread(worker.get, "/readyz")
-            return code == 503 and json.loads(body)["checks"]["kafka"]["ok"] is False
+            if code != 503:
+                return False
+            checks = json.loads(body)["checks"]
+            return checks["kafka"]["ok"] is False and checks["consumers"] == {
+                "ok": False,
+                "detail": "waiting for the first partition assignment",
+            }
 
         await wait_for(not_ready_for_kafka, 60, message="/readyz to answer 503 without Kafka")
         health, _ = await asyncio.to_thread(worker.get, "/healthz")
@@ -33,6 +39,7 @@ async def test_readyz_is_false_before_kafka_is_up_and_true_after(
         _, body = await asyncio.to_thread(worker.get, "/readyz")
         checks = json.loads(body)["checks"]
         assert {name for name, check in checks.items() if check["ok"]} == {
+            "consumers",
             "kafka",
             "rules",
             "subscriptions",

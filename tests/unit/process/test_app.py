@@ -20,6 +20,7 @@ from worker.process.app import (
 )
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
+from worker.process.topics import internal_topics
 
 OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
 
@@ -189,3 +190,15 @@ def test_events_a_reloaded_bundle_adds_are_named_for_the_restart_warning() -> No
     events = frozenset({"messages.upsert", "call.upsert", "groups.update"})
     assert unsubscribed(events, ("messages.upsert",)) == ["call.upsert", "groups.update"]
     assert unsubscribed(frozenset({"messages.upsert"}), ("messages.upsert",)) == []
+
+
+async def test_the_internal_topics_are_the_compacted_changelogs_the_ticks_and_rekeyed(
+    process_app: ProcessApp,
+) -> None:
+    ticks, rekeyed = process_app.ticks.get_topic_name(), process_app.rekeyed.get_topic_name()
+    assert internal_topics(process_app.app, ticks, rekeyed) == {
+        "test-process-rule-state-changelog": {"cleanup.policy": "compact"},
+        "test-process-seen-messages-changelog": {"cleanup.policy": "compact"},
+        "test-process-ticks": {},
+        "test-process-rekeyed": {},
+    }
