@@ -129,3 +129,23 @@ def test_evaluate_only_with_no_rule_of_the_event_does_nothing(make_bundle: Make)
     closed = envelope("connection.update", {"instance": "shop-bot", "state": "close"})
     ev = evaluate_only(bundle, ["per-instance"], {}, closed, T0)
     assert (ev.actions, ev.changes, ev.trace) == ([], {}, [])
+
+
+def test_a_rule_that_allows_from_me_still_gets_from_me_messages_but_never_our_echoes(
+    make_bundle: Make,
+) -> None:
+    bundle = make_bundle(
+        """
+        rules:
+          - id: own-per-instance
+            on: messages.upsert
+            from_me: allow
+            throttle: {key: [instance], once_within: 1h}
+            actions: [{log: {message: "own"}}]
+        """
+    )
+    keys = {"own-per-instance": parts("instance")}
+    person = envelope("messages.upsert", dm("já vou", keyFromMe=True))
+    assert routes(bundle, keys, person) == [("shop-bot", ("own-per-instance",))]
+    echo = dm("Olá", keyFromMe=True, externalAttributes={"zapflow": {"rule": "x"}})
+    assert routes(bundle, keys, envelope("messages.upsert", echo)) == []
