@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -175,3 +176,30 @@ def test_digests_change_only_for_the_rule_that_changed(tmp_path: Path) -> None:
     assert before["b"] != after["b"]
     (tmp_path / "shared.yaml").write_text("vars: {x: 1}\n")
     assert rule_digests(tmp_path)["a"] != after["a"]
+
+
+def test_the_engine_evaluates_each_rule_on_its_own_side_of_the_split(tmp_path: Path) -> None:
+    write(tmp_path, REKEYED)
+    engine = BundleEngine()
+    split = engine.load(tmp_path)
+    now = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+    text = {
+        "id": "01JA",
+        "instance": "shop-bot",
+        "event": "messages.upsert",
+        "received_at": "2026-11-25T20:00:00.000Z",
+        "source": {"gateway": "test", "connection": "c", "seq": 1},
+        "data": {"keyId": "K1", "keyFromMe": False, "keyRemoteJid": "5511@s.whatsapp.net"},
+    }
+    here = engine.evaluate(split, {}, text, now)
+    assert sorted(a.rule_id for a in here.actions) == ["reply", "stateless"]
+    assert engine.route(split, text) == [
+        ("shop-bot", ("per-instance", "quiet")),
+        (
+            "shop-bot|5511@s.whatsapp.net",
+            ("per-sender",),
+        ),
+    ]
+    # A record naming a rule that is not rekeyed (any more) does not evaluate it there.
+    there = engine.evaluate_rekeyed(split, ["reply", "per-instance"], {}, text, now)
+    assert [a.rule_id for a in there.actions] == ["per-instance"]
