@@ -24,6 +24,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -33,10 +34,14 @@ from worker.process.acks import DeliveryAcks
 from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.forward import Forward, rekeyed_topic_name
 from worker.process.reload import RulesWatcher
-from worker.process.runtime import EventProcessor
+from worker.process.runtime import EventProcessor, StateNotWritten
 from worker.process.settings import ProcessSettings
 
 log = logging.getLogger("zapflow.process")
+
+#: Backoff before evaluating again an event whose state could not be written.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 def tick_topic_name(app_id: str) -> str:
@@ -159,6 +164,18 @@ def build_app(
 
         return DeliveryAcks(send, ack, failed)
 
+    async def until_written(evaluate: Callable[[datetime], Sequence[Any]]) -> Sequence[Any]:
+        """``evaluate(now)``, again with backoff for as long as its state cannot be written."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return evaluate(datetime.now(UTC))
+            except StateNotWritten as exc:
+                processor.counters.state_retries += 1
+                log.warning("%s; evaluating it again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
     @app.agent(source, name="evaluate-events")
     async def evaluate_events(stream: Any) -> None:
         stream = stream.noack()
@@ -166,8 +183,9 @@ def build_app(
         try:
             async for event in stream.events():
                 message = event.message
-                now = datetime.now(UTC)
-                records = processor.process(event.value, message.partition, state, seen, now)
+                records = await until_written(
+                    partial(processor.process, event.value, message.partition, state, seen)
+                )
                 await acks.emit(message.tp, event, records)
         finally:
             await acks.stop()
@@ -179,8 +197,9 @@ def build_app(
         try:
             async for event in stream.events():
                 message = event.message
-                now = datetime.now(UTC)
-                records = processor.process_rekeyed(event.value, message.partition, state, now)
+                records = await until_written(
+                    partial(processor.process_rekeyed, event.value, message.partition, state)
+                )
                 await acks.emit(message.tp, event, records)
         finally:
             await acks.stop()

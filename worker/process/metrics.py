@@ -27,6 +27,7 @@ _HELP = {
     "rekeyed": "Envelopes read from the repartition topic",
     "timer_actions": "Action records produced by deadlines (for / resolve_when)",
     "emit_errors": "Action records that could not be produced (logged with the key)",
+    "state_retries": "Events evaluated again because their state could not be written",
     "tick_errors": "Timer ticks that failed (logged with the partition)",
     "sweeps": "Walks over a partition's whole state",
     "reloads": "Rule bundles swapped in by a reload",

@@ -36,6 +36,14 @@ log = logging.getLogger("zapflow.process")
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
 
 
+class StateNotWritten(Exception):
+    """The rule state of an evaluated event could not be written to its table.
+
+    Raised rather than logged and skipped: unlike a broken envelope, the event itself is
+    fine, and evaluating it again once the table works loses nothing.
+    """
+
+
 @dataclass
 class ProcessCounters:
     """What the stage has done since it started (exported as metrics, logged on stop)."""
@@ -51,6 +59,7 @@ class ProcessCounters:
     rekeyed: int = 0
     timer_actions: int = 0
     emit_errors: int = 0
+    state_retries: int = 0
     tick_errors: int = 0
     sweeps: int = 0
     reloads: int = 0
@@ -88,10 +97,14 @@ class EventProcessor:
         seen: MutableMapping[str, Any],
         now: datetime,
     ) -> Sequence[ActionRecordLike | Forward]:
-        """Evaluate one envelope; never raises (an exception would ack it silently).
+        """Evaluate one envelope.
 
         Returns its action records, then one :class:`Forward` per key its rekeyed rules
-        need it under. Echoes and second deliveries are dropped before either.
+        need it under. Echoes and second deliveries are dropped before either. A broken
+        envelope or a failing rule is logged and counted, and yields no records.
+
+        Raises:
+            StateNotWritten: the state could not be written; evaluate the event again.
         """
         counters = self.counters
         counters.events += 1
@@ -113,6 +126,13 @@ class EventProcessor:
                 return NO_ACTIONS
             evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
             routes = self.engine.route(bundle, envelope)
+        except Exception:
+            counters.errors += 1
+            log.exception(
+                "event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
+            )
+            return NO_ACTIONS
+        try:
             if evaluation.changes:
                 apply_changes(state, evaluation.changes, partition)
                 self._track_timers(partition, evaluation.changes)
@@ -121,28 +141,33 @@ class EventProcessor:
                 # nothing again does nothing again, and each remembered id costs a changelog
                 # write, which measured as the largest per-event cost of the stage.
                 remember(seen, key, envelope["id"], partition, now.timestamp())
-            counters.evaluated += 1
-            counters.actions += len(evaluation.actions)
-            if not routes:
-                return evaluation.actions
-            counters.forwarded += len(routes)
-            event_id = str(envelope["id"])
-            forwards = [Forward(k, ids, event_id, raw) for k, ids in routes]
-            return [*evaluation.actions, *forwards]
-        except Exception:
-            counters.errors += 1
-            log.exception(
-                "event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
-            )
-            return NO_ACTIONS
+        except Exception as exc:
+            # Not the event's fault (the table's changelog is not usable yet, say): evaluate
+            # it again later rather than drop its actions.
+            raise StateNotWritten(
+                f"state of event {_event_id(envelope, raw)} (partition {partition}) "
+                f"not written: {exc!r}"
+            ) from exc
+        counters.evaluated += 1
+        counters.actions += len(evaluation.actions)
+        if not routes:
+            return evaluation.actions
+        counters.forwarded += len(routes)
+        event_id = str(envelope["id"])
+        forwards = [Forward(k, ids, event_id, raw) for k, ids in routes]
+        return [*evaluation.actions, *forwards]
 
     def process_rekeyed(
         self, raw: bytes, partition: int, state: MutableMapping[str, Any], now: datetime
     ) -> Sequence[ActionRecordLike]:
-        """Evaluate one forwarded envelope with its rekeyed rules; never raises.
+        """Evaluate one forwarded envelope with its rekeyed rules.
 
         Its state is written for ``partition`` of the repartition topic, which has the
-        table's partition count, so the tick of that partition fires its deadlines.
+        table's partition count, so the tick of that partition fires its deadlines. A
+        broken record or a failing rule is logged and counted, and yields no actions.
+
+        Raises:
+            StateNotWritten: the state could not be written; evaluate the record again.
         """
         self.counters.rekeyed += 1
         envelope: Any = None
@@ -152,17 +177,23 @@ class EventProcessor:
             evaluation = self.engine.evaluate_rekeyed(
                 bundle, rule_ids, EngineState(state), envelope, now
             )
-            if evaluation.changes:
-                apply_changes(state, evaluation.changes, partition)
-                self._track_timers(partition, evaluation.changes)
-            self.counters.actions += len(evaluation.actions)
-            return evaluation.actions
         except Exception:
             self.counters.errors += 1
             log.exception(
                 "rekeyed event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
             )
             return NO_ACTIONS
+        if evaluation.changes:
+            try:
+                apply_changes(state, evaluation.changes, partition)
+            except Exception as exc:
+                raise StateNotWritten(
+                    f"state of rekeyed event {_event_id(envelope, raw)} (partition {partition}) "
+                    f"not written: {exc!r}"
+                ) from exc
+            self._track_timers(partition, evaluation.changes)
+        self.counters.actions += len(evaluation.actions)
+        return evaluation.actions
 
     def tick(
         self,

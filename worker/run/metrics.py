@@ -219,6 +219,10 @@ class ProcessCollector(Collector):
                 "Envelopes sent on to the repartition topic for rekeyed rules (one per key).",
                 c.forwarded,
             ),
+            "zapflow_rules_state_retries": (
+                "Events evaluated again because their state could not be written.",
+                c.state_retries,
+            ),
             "zapflow_rules_actions": (
                 "Action records produced (events and timers).",
                 c.actions + c.timer_actions,

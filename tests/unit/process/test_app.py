@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
+from tests.helpers import wait_for
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
 from worker.process.app import (
     ProcessApp,
@@ -202,3 +203,17 @@ async def test_the_internal_topics_are_the_compacted_changelogs_the_ticks_and_re
         "test-process-ticks": {},
         "test-process-rekeyed": {},
     }
+
+
+async def test_an_event_whose_state_cannot_be_written_is_evaluated_again(
+    process_app: ProcessApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.process.app.RETRY_FIRST_S", 0.01)
+    process_app.state.send_changelog.side_effect = [RuntimeError("0 partitions"), Mock()]
+    data = {"keyId": "3A6B", "keyFromMe": False}
+    async with process_app.evaluate_events.test_context() as agent:
+        await agent.put(orjson.dumps(envelope("messages.upsert", data, id="01JA")), key=b"k")
+        await wait_for(lambda: sent(process_app) != [], 5, message="the action after the retry")
+    assert [key for key, _ in sent(process_app)] == [b"auto-reply:01JA:0:-:fire"]
+    assert process_app.processor.counters.state_retries == 1
+    assert process_app.processor.counters.errors == 0

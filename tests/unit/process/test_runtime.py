@@ -11,7 +11,7 @@ import pytest
 from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
 from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
-from worker.process.runtime import EventProcessor
+from worker.process.runtime import EventProcessor, StateNotWritten
 
 NOW = datetime(2026, 11, 25, 20, 41, 7, tzinfo=UTC)
 OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
@@ -287,3 +287,37 @@ def test_a_broken_forward_record_is_counted_and_logged(
     assert [r.getMessage() for r in caplog.records] == [
         'rekeyed event b\'{"rules": "x"}\' (partition 2) not evaluated'
     ]
+
+
+class BrokenTable(dict[str, Any]):
+    """A table whose changelog cannot be written yet."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise RuntimeError("changelog topic has 0 partitions")
+
+
+def test_state_that_cannot_be_written_is_raised_for_a_retry_not_dropped(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    with pytest.raises(StateNotWritten) as raised:
+        processor.process(contact_text("01JA"), 3, BrokenTable(), {}, NOW)
+    assert str(raised.value) == (
+        "state of event 01JA (partition 3) not written: "
+        "RuntimeError('changelog topic has 0 partitions')"
+    )
+    assert processor.counters.errors == 0
+    state: dict[str, Any] = {}
+    assert [
+        r.idempotency_key for r in processor.process(contact_text("01JA"), 3, state, {}, NOW)
+    ] == ["auto-reply:01JA:0:-:fire"]
+
+
+def test_rekeyed_state_that_cannot_be_written_is_raised_for_a_retry(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, PER_INSTANCE)
+    forward = Forward("shop-bot", ("per-instance",), "01JA", contact_text("01JA"))
+    with pytest.raises(StateNotWritten) as raised:
+        processor.process_rekeyed(forward.to_json(), 4, BrokenTable(), NOW)
+    assert str(raised.value) == (
+        "state of rekeyed event 01JA (partition 4) not written: "
+        "RuntimeError('changelog topic has 0 partitions')"
+    )
+    assert processor.counters.errors == 0

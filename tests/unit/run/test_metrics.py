@@ -63,6 +63,7 @@ def test_process_collector_exposes_per_rule_series_and_bundle_version() -> None:
         echoes = 1
         duplicates = 0
         errors = 0
+        state_retries = 0
         actions = 1
         forwarded = 0
         timer_actions = 0
