@@ -72,7 +72,7 @@ def routes(
         try:
             if rule.for_s is None and rule.when is not None and rule.when.test(view) is not None:
                 continue
-            key = _key(keys[rule.id], view)
+            key = rule_key(keys[rule.id], view)
         except (EvaluationError, *_RUNTIME_ERRORS):
             continue
         grouped.setdefault(key, []).append(rule.id)
