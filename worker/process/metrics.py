@@ -23,6 +23,8 @@ _HELP = {
     "duplicates": "Second deliveries of a gateway message, not evaluated again",
     "errors": "Envelopes that failed to evaluate (logged with the event id)",
     "actions": "Action records produced for events",
+    "forwarded": "Envelopes sent on to the repartition topic for rekeyed rules (one per key)",
+    "rekeyed": "Envelopes read from the repartition topic",
     "timer_actions": "Action records produced by deadlines (for / resolve_when)",
     "emit_errors": "Action records that could not be produced (logged with the key)",
     "state_retries": "Events evaluated again because their state could not be written",

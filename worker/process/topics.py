@@ -84,7 +84,7 @@ async def ensure_topics(
 
 def internal_topics(app: Any, *extra: str) -> dict[str, dict[str, str]]:
     """The topics a Faust app would create for itself: each table's compacted changelog, and
-    ``extra`` ones (the tick topic), with their settings.
+    ``extra`` ones (the tick and repartition topics), with their settings.
 
     Created before the worker starts, with the tables' partition count. Left to Faust, they
     appear while the worker is already taking events, and an event that arrives before a

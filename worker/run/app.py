@@ -229,6 +229,9 @@ def assemble(
         built.topics.append(actions_topic(kafka.topic_prefix))
         built.consumed += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.internal[process_app.ticks.get_topic_name()] = {}
+        # Envelopes on their way to rekeyed rules: consumed, so anchored like the sources.
+        built.internal[process_app.rekeyed.get_topic_name()] = {}
+        built.consumed.append(process_app.rekeyed.get_topic_name())
         obs.registry.register(
             ProcessCollector(
                 process_app.processor.counters,
