@@ -18,7 +18,7 @@ Faust facts this relies on (faust-streaming 0.15.3):
   write can be awaited alone and all writes of a key stay in order (Faust's
   ``send_and_wait`` was seen to hang on a dead letter under concurrent sends);
 - the actions topic must exist with the table's partition count before the worker starts
-  (:func:`worker.actions.topics.ensure_topics`).
+  (:func:`worker.topics.ensure_topics`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from worker.process.engine import RulesEngine
 from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
-from worker.process.topics import ensure_topics, internal_topics
+from worker.process.topics import internal_topics
+from worker.topics import ensure_topics
 
 log = logging.getLogger("zapflow.process")
 

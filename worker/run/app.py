@@ -505,7 +505,7 @@ async def _create_topics(
 ) -> None:
     if not topics or not kafka.create_topics:
         return
-    from worker.process.topics import ensure_topics
+    from worker.topics import ensure_topics
 
     await ensure_topics(
         kafka.bootstrap_servers,
