@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     worker = data.get("worker") or {}
     if not isinstance(kafka, dict) or not isinstance(worker, dict):
         raise CommandError(f"{path}: 'kafka' and 'worker' must be mappings")
+    security = kafka.get("security")
+    if isinstance(security, dict) and security.get("protocol", "PLAINTEXT") != "PLAINTEXT":
+        raise CommandError(
+            f"{path}: kafka.security: zapflow actions alone connects without credentials; "
+            "run the executor as `zapflow run --only actions`, which applies kafka.security"
+        )
     try:
         options = _worker_options(args.bootstrap_servers, kafka, worker)
     except (TypeError, ValueError) as exc:

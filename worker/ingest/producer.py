@@ -73,19 +73,10 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
 
 
 def security_settings(config: KafkaConfig) -> dict[str, Any]:
-    sec = config.security
-    settings: dict[str, Any] = {"security_protocol": sec.protocol}
-    if sec.sasl_mechanism:
-        settings["sasl_mechanism"] = sec.sasl_mechanism
-        settings["sasl_plain_username"] = sec.sasl_username
-        settings["sasl_plain_password"] = sec.sasl_password.reveal() if sec.sasl_password else None
-    if "SSL" in sec.protocol:
-        from aiokafka.helpers import create_ssl_context
+    """The aiokafka keyword arguments of ``kafka.security``."""
+    from worker.kafka_security import client_settings
 
-        settings["ssl_context"] = create_ssl_context(
-            cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
-        )
-    return settings
+    return client_settings(config.security)
 
 
 async def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
