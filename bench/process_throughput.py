@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from worker.events import event_topic  # noqa: E402
-from worker.process.topics import ensure_topics  # noqa: E402
+from worker.topics import ensure_topics  # noqa: E402
 
 WORDS = [
     "urgente",

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,15 +37,24 @@ log = logging.getLogger("zapflow.kafka")
 COORDINATOR_WAIT_S = 30.0
 
 
-async def anchor_offsets(bootstrap_servers: str, group_id: str, topics: Sequence[str]) -> int:
+async def anchor_offsets(
+    bootstrap_servers: str,
+    group_id: str,
+    topics: Sequence[str],
+    *,
+    client: Mapping[str, Any] | None = None,
+) -> int:
     """Commit the log start of each partition of ``topics`` that ``group_id`` has no offset for.
 
     Returns how many partitions were anchored (0 when the group already had them all, or
-    when the group is active and Kafka refused the commit).
+    when the group is active and Kafka refused the commit). ``client`` holds more keyword
+    arguments of the aiokafka clients (security settings).
     """
     if not topics:
         return 0
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000, **dict(client or {})
+    )
     await admin.start()
     try:
         committed = await _retrying(lambda: admin.list_consumer_group_offsets(group_id))
@@ -61,7 +70,10 @@ async def anchor_offsets(bootstrap_servers: str, group_id: str, topics: Sequence
     if not missing:
         return 0
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        **dict(client or {}),
     )
     await consumer.start()
     coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")

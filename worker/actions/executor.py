@@ -18,7 +18,7 @@ Faust facts this relies on (faust-streaming 0.15.3):
   write can be awaited alone and all writes of a key stay in order (Faust's
   ``send_and_wait`` was seen to hang on a dead letter under concurrent sends);
 - the actions topic must exist with the table's partition count before the worker starts
-  (:func:`worker.actions.topics.ensure_topics`).
+  (:func:`worker.topics.ensure_topics`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from worker.actions import ledger
 from worker.actions.ledger import LedgerEntry
@@ -615,6 +616,8 @@ class Executor:
                         acks="all",
                         enable_idempotence=True,
                         linger_ms=1,
+                        # The app's own security settings (kafka.security under zapflow run).
+                        **credentials_to_aiokafka_auth(self.app.conf.broker_credentials),
                     )
                     await producer.start()
                     self._producer = producer

@@ -12,10 +12,10 @@ from faust.worker import Worker
 
 from worker.actions.app import WorkerOptions, build_app
 from worker.actions.settings import SettingsError, settings_from_mapping
-from worker.actions.topics import ensure_topics
 from worker.cli import CommandError
 from worker.events import actions_topic, dlq_topic
 from worker.offsets import anchor_offsets
+from worker.topics import TopicLayoutError, ensure_topics
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     worker = data.get("worker") or {}
     if not isinstance(kafka, dict) or not isinstance(worker, dict):
         raise CommandError(f"{path}: 'kafka' and 'worker' must be mappings")
+    security = kafka.get("security")
+    if isinstance(security, dict) and security.get("protocol", "PLAINTEXT") != "PLAINTEXT":
+        raise CommandError(
+            f"{path}: kafka.security: zapflow actions alone connects without credentials; "
+            "run the executor as `zapflow run --only actions`, which applies kafka.security"
+        )
     try:
         options = _worker_options(args.bootstrap_servers, kafka, worker)
     except (TypeError, ValueError) as exc:
@@ -43,15 +49,19 @@ def run(args: argparse.Namespace) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     topic = actions_topic(settings.topic_prefix)
-    loop.run_until_complete(
-        ensure_topics(
-            options.bootstrap_servers,
-            [topic, dlq_topic(settings.topic_prefix)],
-            settings.partitions,
-            settings.replication_factor,
-            check=[topic],
+    try:
+        loop.run_until_complete(
+            ensure_topics(
+                options.bootstrap_servers,
+                [topic, dlq_topic(settings.topic_prefix)],
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                check=[topic],
+                setting="actions.partitions",
+            )
         )
-    )
+    except TopicLayoutError as exc:
+        raise CommandError(f"{path}: {exc}") from None
     loop.run_until_complete(anchor_offsets(options.bootstrap_servers, options.app_id, [topic]))
     app, _ = build_app(settings, options)
     worker = Worker(app, loglevel=args.log_level, loop=loop)

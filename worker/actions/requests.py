@@ -158,24 +158,50 @@ def _send_text(
     quote_: Mapping[str, Any] | None,
     delay_ms: int | None,
 ) -> OutboundRequest:
-    path = f"/message/sendText/{quote(instance, safe='')}"
+    # ``options.delay`` makes the gateway hold the request while "composing".
+    return _gateway_call(
+        record,
+        gateway,
+        env,
+        "POST",
+        f"/message/sendText/{quote(instance, safe='')}",
+        instance=instance,
+        json=send_text_body(record, to, text, quote_, delay_ms),
+        timeout_s=default_timeout_s + (delay_ms or 0) / 1000,
+        send_limit=SendLimitKey(instance=instance, chat=to),
+        labels={"instance": instance, "to": to},
+    )
+
+
+def _gateway_call(
+    record: ActionRecord,
+    gateway: GatewaySettings,
+    env: Mapping[str, str],
+    method: str,
+    path: str,
+    *,
+    instance: str,
+    json: dict[str, Any],
+    timeout_s: float,
+    send_limit: SendLimitKey,
+    labels: Mapping[str, str],
+) -> OutboundRequest:
+    """A call to the gateway's REST API for ``instance``, with its auth and idempotency key."""
     url = gateway.url.rstrip("/") + path
     headers = {
         **gateway_headers(gateway, instance, env),
         IDEMPOTENCY_HEADER: record.idempotency_key,
     }
-    # ``options.delay`` makes the gateway hold the request while "composing".
-    timeout = default_timeout_s + (delay_ms or 0) / 1000
     return OutboundRequest(
-        method="POST",
+        method=method,
         url=url,
         headers=headers,
-        json=send_text_body(record, to, text, quote_, delay_ms),
-        timeout_s=timeout,
-        display=f"POST {url}",
+        json=json,
+        timeout_s=timeout_s,
+        display=f"{method} {url}",
         destination=_destination(url),
-        send_limit=SendLimitKey(instance=instance, chat=to),
-        labels={"instance": instance, "to": to},
+        send_limit=send_limit,
+        labels=labels,
     )
 
 
@@ -198,19 +224,15 @@ def _group_participants(
     ):
         raise InvalidParams(kind, "participants", "expected a non-empty list of strings")
     query = urlencode({"groupJid": group})
-    url = f"{gateway.url.rstrip('/')}/group/updateParticipant/{quote(instance, safe='')}?{query}"
-    headers = {
-        **gateway_headers(gateway, instance, env),
-        IDEMPOTENCY_HEADER: record.idempotency_key,
-    }
-    return OutboundRequest(
-        method="PUT",
-        url=url,
-        headers=headers,
+    return _gateway_call(
+        record,
+        gateway,
+        env,
+        "PUT",
+        f"/group/updateParticipant/{quote(instance, safe='')}?{query}",
+        instance=instance,
         json={"action": action, "participants": list(participants)},
         timeout_s=default_timeout_s,
-        display=f"PUT {url}",
-        destination=_destination(url),
         send_limit=SendLimitKey(instance=instance, chat=None),
         labels={"instance": instance, "group": group},
     )

@@ -18,7 +18,9 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from worker.devkafka.jars import KAFKA_VERSION, DevKafkaError, fetch_jars, java_executable
 
@@ -79,8 +81,22 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
-    """The broker configuration for one combined node on 127.0.0.1."""
+#: The broker's own SASL/PLAIN user (it connects to itself as one) when users are given.
+BROKER_USER = ("zapflow-broker", "zapflow-broker-secret")
+
+
+def server_properties(
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    sasl_users: Mapping[str, str] | None = None,
+) -> str:
+    """The broker configuration for one combined node on 127.0.0.1.
+
+    With ``sasl_users`` (name -> password) the client port speaks SASL_PLAINTEXT with the
+    PLAIN mechanism and accepts exactly those users: a cluster that wants credentials, for
+    testing the clients that must send them.
+    """
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -107,6 +123,25 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "log.retention.hours": "168",
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
+    if sasl_users:
+        users = {BROKER_USER[0]: BROKER_USER[1], **sasl_users}
+        accounts = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+        settings.update(
+            {
+                "listeners": (
+                    f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+                ),
+                "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+                "inter.broker.listener.name": "SASL_PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms": "PLAIN",
+                "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'username="{BROKER_USER[0]}" password="{BROKER_USER[1]}" {accounts};'
+                ),
+            }
+        )
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -129,12 +164,32 @@ class KafkaBroker:
             otherwise the broker is tied to this process and dies with it.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, detach: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        detach: bool = False,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.controller_port = free_port()
         self.detach = detach
+        self.sasl_users = dict(sasl_users or {})
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_settings(self) -> dict[str, Any]:
+        """aiokafka keyword arguments to connect (as the broker's own user, with SASL)."""
+        if not self.sasl_users:
+            return {}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": BROKER_USER[0],
+            "sasl_plain_password": BROKER_USER[1],
+        }
 
     @property
     def bootstrap_servers(self) -> str:
@@ -155,7 +210,9 @@ class KafkaBroker:
     def _prepare(self, java: str, libs: Path) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(server_properties(self.data_dir, self.port, self.controller_port))
+        props.write_text(
+            server_properties(self.data_dir, self.port, self.controller_port, self.sasl_users)
+        )
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_path))
         if not (self.data_dir / "data" / "meta.properties").exists():
             cmd = [
@@ -230,7 +287,9 @@ class KafkaBroker:
                 raise BrokerStartError(
                     f"the Kafka broker exited with code {code} while starting", self.log_tail()
                 )
-            if _port_open(self.port) and _serves_metadata(self.bootstrap_servers):
+            if _port_open(self.port) and _serves_metadata(
+                self.bootstrap_servers, self.client_settings
+            ):
                 return
             time.sleep(0.25)
         raise BrokerStartError(
@@ -308,12 +367,14 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _serves_metadata(bootstrap: str) -> bool:
+def _serves_metadata(bootstrap: str, client: Mapping[str, Any] | None = None) -> bool:
     """True once the broker answers a metadata request with itself in the cluster."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=3000, **dict(client or {})
+        )
         try:
             await admin.start()
             cluster = await admin.describe_cluster()

@@ -73,56 +73,28 @@ def producer_settings(config: KafkaConfig) -> dict[str, Any]:
 
 
 def security_settings(config: KafkaConfig) -> dict[str, Any]:
-    sec = config.security
-    settings: dict[str, Any] = {"security_protocol": sec.protocol}
-    if sec.sasl_mechanism:
-        settings["sasl_mechanism"] = sec.sasl_mechanism
-        settings["sasl_plain_username"] = sec.sasl_username
-        settings["sasl_plain_password"] = sec.sasl_password.reveal() if sec.sasl_password else None
-    if "SSL" in sec.protocol:
-        from aiokafka.helpers import create_ssl_context
+    """The aiokafka keyword arguments of ``kafka.security``."""
+    from worker.kafka_security import client_settings
 
-        settings["ssl_context"] = create_ssl_context(
-            cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
-        )
-    return settings
+    return client_settings(config.security)
 
 
 async def ensure_topics(config: KafkaConfig, topics: list[str]) -> list[str]:
-    """Create the topics that are missing; returns the names created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    """Create the topics that are missing; returns the names created.
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=config.bootstrap_servers,
-        client_id="zapflow-ingest-admin",
-        request_timeout_ms=int(config.producer.request_timeout * 1000),
-        **security_settings(config),
+    Ingest keeps no state, so it does not check the partition count of existing topics.
+    """
+    from worker import topics as kafka_topics
+
+    return await kafka_topics.ensure_topics(
+        config.bootstrap_servers,
+        topics,
+        partitions=config.partitions,
+        replication_factor=config.replication_factor,
+        check=(),
+        client={"client_id": "zapflow-ingest-admin", **security_settings(config)},
+        timeout_s=config.producer.request_timeout,
     )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if not missing:
-            return []
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name=t,
-                    num_partitions=config.partitions,
-                    replication_factor=config.replication_factor,
-                )
-                for t in missing
-            ]
-        )
-        for item in response.topic_errors:
-            topic, code = item[0], item[1]
-            message = item[2] if len(item) > 2 else ""
-            # 36: TOPIC_ALREADY_EXISTS (another process won the race).
-            if code not in (0, 36):
-                raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}")
-        return missing
-    finally:
-        await admin.close()
 
 
 class KeyPartitions:

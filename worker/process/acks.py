@@ -130,9 +130,7 @@ class DeliveryAcks:
                 if pending.remaining == 0:
                     self._spawn(self._drain(tp))
             else:
-                log.warning(
-                    "action record %s not delivered (%r); sending it again", _key(record), exc
-                )
+                log.warning("record %s not delivered (%r); sending it again", _key(record), exc)
                 self._spawn(self._resend(tp, pending, record))
 
         return done
@@ -149,13 +147,13 @@ class DeliveryAcks:
             except Exception as exc:
                 delay = min(delay * 2, RESEND_MAX_S)
                 log.warning(
-                    "action record %s still not delivered (%r); next try in %.1fs",
+                    "record %s still not delivered (%r); next try in %.1fs",
                     _key(record),
                     exc,
                     delay,
                 )
             else:
-                log.info("action record %s delivered on a later try", _key(record))
+                log.info("record %s delivered on a later try", _key(record))
                 break
         pending.remaining -= 1
         if pending.remaining == 0:

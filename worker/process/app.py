@@ -1,14 +1,18 @@
-"""The Faust app of the processing stage: two agents, two tables, a tick and a reload loop.
+"""The Faust app of the processing stage: three agents, two tables, a tick and a reload loop.
 
-- ``evaluate_events`` reads the event topics the rules listen to and emits action records;
+- ``evaluate_events`` reads the event topics the rules listen to and emits action records,
+  and sends the events of rekeyed rules on to the ``<app id>-rekeyed`` topic, keyed by the
+  rule's key (see :mod:`worker.process.keys`);
+- ``evaluate_rekeyed`` reads that topic and evaluates the rekeyed rules, with the same state
+  table, and emits their action records;
 - ``fire_timers`` reads one tick per partition per second from the ``<app id>-ticks`` topic,
   so due ``for`` / ``resolve_when`` deadlines fire with no new event, from inside an event of
   the right partition (a Faust table can only be written from inside a stream, and its
   RocksDB store writes to the partition of the current event);
 - ``rule-state`` holds the engine's state, ``seen-messages`` the recently delivered gateway
   message ids; both are backed by compacted changelog topics and co-partitioned with the
-  event topics, whose keys (``instance:chat``, ``instance:group``, ``instance``) are what the
-  shipped rules key their state by, so no repartition is needed (see :mod:`worker.process.keys`).
+  event topics (``instance:chat``, ``instance:group``, ``instance``) and with the repartition
+  topic, so a key's state is always written from the partition that holds it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -27,12 +32,17 @@ import faust
 from worker.events import actions_topic, event_topic
 from worker.process.acks import DeliveryAcks
 from worker.process.engine import ActionRecordLike, RulesEngine
+from worker.process.forward import Forward, rekeyed_topic_name
 from worker.process.reload import RulesWatcher
-from worker.process.runtime import EventProcessor
+from worker.process.runtime import EventProcessor, StateNotWritten
 from worker.process.settings import ProcessSettings
 from worker.streaming import QuietMonitor, use_draining_consumer
 
 log = logging.getLogger("zapflow.process")
+
+#: Backoff before evaluating again an event whose state could not be written.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 def tick_topic_name(app_id: str) -> str:
@@ -75,11 +85,13 @@ class ProcessApp:
     #: The events whose topics are consumed.
     subscribed: tuple[str, ...]
     evaluate_events: Any
+    evaluate_rekeyed: Any
     fire_timers: Any
     state: Any
     seen: Any
     actions: Any
     ticks: Any
+    rekeyed: Any
     #: Reload the rules directory now, changed or not (what SIGHUP does).
     request_reload: Callable[[], None]
 
@@ -123,16 +135,30 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
+    # Created even when no rule is rekeyed, so that a reload may bring one in.
+    rekeyed = app.topic(
+        rekeyed_topic_name(settings.app_id),
+        partitions=partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     actions = app.topic(
         actions_topic(settings.topic_prefix), key_serializer="raw", value_serializer="raw"
     )
 
-    async def send(record: ActionRecordLike) -> Any:
+    async def send(record: ActionRecordLike | Forward) -> Any:
+        if isinstance(record, Forward):
+            # Kafka's partitioner puts every record of one key on one partition.
+            return await rekeyed.send(key=record.key.encode(), value=record.to_json())
         return await actions.send(key=record.idempotency_key.encode(), value=record.to_json())
 
-    def failed(record: ActionRecordLike, exc: BaseException) -> None:
+    def failed(record: ActionRecordLike | Forward, exc: BaseException) -> None:
         processor.counters.emit_errors += 1
-        log.error("action %s not produced: Kafka refuses it (%r)", record.idempotency_key, exc)
+        if isinstance(record, Forward):
+            log.error("%s not produced: Kafka refuses it (%r)", record, exc)
+        else:
+            log.error("action %s not produced: Kafka refuses it (%r)", record.idempotency_key, exc)
 
     def acking(stream: Any) -> DeliveryAcks:
         async def ack(events: Sequence[Any]) -> None:
@@ -141,6 +167,18 @@ def build_app(
 
         return DeliveryAcks(send, ack, failed)
 
+    async def until_written(evaluate: Callable[[datetime], Sequence[Any]]) -> Sequence[Any]:
+        """``evaluate(now)``, again with backoff for as long as its state cannot be written."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return evaluate(datetime.now(UTC))
+            except StateNotWritten as exc:
+                processor.counters.state_retries += 1
+                log.warning("%s; evaluating it again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
     @app.agent(source, name="evaluate-events")
     async def evaluate_events(stream: Any) -> None:
         stream = stream.noack()
@@ -148,8 +186,23 @@ def build_app(
         try:
             async for event in stream.events():
                 message = event.message
-                now = datetime.now(UTC)
-                records = processor.process(event.value, message.partition, state, seen, now)
+                records = await until_written(
+                    partial(processor.process, event.value, message.partition, state, seen)
+                )
+                await acks.emit(message.tp, event, records)
+        finally:
+            await acks.stop()
+
+    @app.agent(rekeyed, name="evaluate-rekeyed")
+    async def evaluate_rekeyed(stream: Any) -> None:
+        stream = stream.noack()
+        acks = delivery["rekeyed"] = acking(stream)
+        try:
+            async for event in stream.events():
+                message = event.message
+                records = await until_written(
+                    partial(processor.process_rekeyed, event.value, message.partition, state)
+                )
                 await acks.emit(message.tp, event, records)
         finally:
             await acks.stop()
@@ -216,10 +269,12 @@ def build_app(
         processor,
         subscribed,
         evaluate_events,
+        evaluate_rekeyed,
         fire_timers,
         state,
         seen,
         actions,
         ticks,
+        rekeyed,
         request_reload=forced.set,
     )

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.process.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, alone=True)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     if not args.rules.is_dir():

@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import yaml
 
-from worker.process.keys import key_space_problems
-from worker.rules import Diagnostic, RuleBundle, RuleLoadError, evaluate, fire_due, load_bundle
+from worker.process.keys import key_space_problems, repartition_keys
+from worker.rules import (
+    Diagnostic,
+    Rule,
+    RuleBundle,
+    RuleLoadError,
+    evaluate,
+    fire_due,
+    load_bundle,
+)
+from worker.rules.expressions import Condition
 from worker.rules.loader import rule_files
+from worker.rules.routing import Route, evaluate_only, routes, without
 
 
 class ActionRecordLike(Protocol):
@@ -73,19 +84,67 @@ class RulesEngine(Protocol):
         state: Mapping[str, Any],
         envelope: Mapping[str, Any],
         now: datetime,
-    ) -> EvaluationLike: ...
+    ) -> EvaluationLike:
+        """Evaluate the envelope with the rules that are not rekeyed."""
+        ...
+
+    def route(self, bundle: BundleLike, envelope: Mapping[str, Any]) -> Sequence[Route]:
+        """(key, rule ids): where the envelope goes on for the rekeyed rules that want it."""
+        ...
+
+    def evaluate_rekeyed(
+        self,
+        bundle: BundleLike,
+        rule_ids: Collection[str],
+        state: Mapping[str, Any],
+        envelope: Mapping[str, Any],
+        now: datetime,
+    ) -> EvaluationLike:
+        """Evaluate a repartitioned envelope with those of ``rule_ids`` still rekeyed."""
+        ...
 
     def fire_due(
         self, bundle: BundleLike, state: Mapping[str, Any], now: datetime
     ) -> EvaluationLike: ...
 
 
+@dataclass(frozen=True)
+class SplitBundle:
+    """A loaded bundle with its rules split by where they are evaluated."""
+
+    #: Every rule: deadlines, expiry and the version on action records.
+    whole: RuleBundle
+    #: The bundle without its rekeyed rules: what the event topics' agent evaluates.
+    local: RuleBundle
+    #: Rekeyed rule id -> the key parts its events are repartitioned by.
+    rekeyed: Mapping[str, tuple[Condition, ...]]
+
+    @property
+    def version(self) -> str:
+        return self.whole.version
+
+    @property
+    def events(self) -> frozenset[str]:
+        return self.whole.events
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self.whole.rules
+
+
+def split_bundle(bundle: RuleBundle) -> SplitBundle:
+    """Split off the rules whose state is keyed more coarsely than their events."""
+    rekeyed = repartition_keys(bundle.rules)
+    return SplitBundle(bundle, without(bundle, rekeyed), rekeyed)
+
+
 class BundleEngine:
     """The real engine, :mod:`worker.rules`, behind :class:`RulesEngine`.
 
-    Loading also refuses bundles whose state would not follow the topic keys
-    (:mod:`worker.process.keys`), reported like any other rule error, and records a digest of
-    each rule's YAML so that a reload keeps the state of the rules it did not change.
+    Loading splits off the rules whose events must be repartitioned and refuses inhibition
+    between rules whose state lives apart (:mod:`worker.process.keys`), reported like any
+    other rule error, and records a digest of each rule's YAML so that a reload keeps the
+    state of the rules it did not change.
     """
 
     load_error: type[Exception] = RuleLoadError
@@ -102,13 +161,13 @@ class BundleEngine:
         if problems:
             raise RuleLoadError(problems)
         self._digests = {bundle.version: rule_digests(directory)}
-        return bundle
+        return split_bundle(bundle)
 
     def rule_digests(self, bundle: BundleLike) -> Mapping[str, str]:
         return self._digests.get(bundle.version, {})
 
     def timer_rules(self, bundle: BundleLike) -> frozenset[str]:
-        rules = cast(RuleBundle, bundle).rules
+        rules = cast(SplitBundle, bundle).rules
         return frozenset(rule.id for rule in rules if rule.for_s is not None)
 
     def evaluate(
@@ -118,12 +177,32 @@ class BundleEngine:
         envelope: Mapping[str, Any],
         now: datetime,
     ) -> EvaluationLike:
-        return evaluate(cast(RuleBundle, bundle), state, envelope, now)
+        return evaluate(cast(SplitBundle, bundle).local, state, envelope, now)
+
+    def route(self, bundle: BundleLike, envelope: Mapping[str, Any]) -> Sequence[Route]:
+        split = cast(SplitBundle, bundle)
+        if not split.rekeyed:
+            return ()
+        return routes(split.whole, split.rekeyed, envelope)
+
+    def evaluate_rekeyed(
+        self,
+        bundle: BundleLike,
+        rule_ids: Collection[str],
+        state: Mapping[str, Any],
+        envelope: Mapping[str, Any],
+        now: datetime,
+    ) -> EvaluationLike:
+        # A rule no longer rekeyed since a reload is evaluated on its events' partition
+        # now; a record sent before the reload must not write its state here as well.
+        split = cast(SplitBundle, bundle)
+        ids = [rule_id for rule_id in rule_ids if rule_id in split.rekeyed]
+        return evaluate_only(split.whole, ids, state, envelope, now)
 
     def fire_due(
         self, bundle: BundleLike, state: Mapping[str, Any], now: datetime
     ) -> EvaluationLike:
-        return fire_due(cast(RuleBundle, bundle), state, now)
+        return fire_due(cast(SplitBundle, bundle).whole, state, now)
 
 
 def rule_digests(directory: Path) -> dict[str, str]:

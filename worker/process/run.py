@@ -16,7 +16,8 @@ from worker.process.engine import RulesEngine
 from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
-from worker.process.topics import ensure_topics, internal_topics
+from worker.process.topics import internal_topics
+from worker.topics import ensure_topics
 
 log = logging.getLogger("zapflow.process")
 
@@ -41,7 +42,8 @@ def run_process(
         raise StartError(f"rules in {rules_dir} listen to no event (none, or all disabled)")
     built = build_app(settings, watcher, engine)
     sources = [event_topic(name, settings.topic_prefix) for name in built.subscribed]
-    internal = internal_topics(built.app, built.ticks.get_topic_name())
+    rekeyed = built.rekeyed.get_topic_name()
+    internal = internal_topics(built.app, built.ticks.get_topic_name(), rekeyed)
     topics = [*sources, actions_topic(settings.topic_prefix), *internal]
 
     # Faust's worker runs on the loop that is current when it starts; create the topics on it.
@@ -58,7 +60,7 @@ def run_process(
             )
         )
         loop.run_until_complete(
-            anchor_offsets(settings.bootstrap_servers, settings.app_id, sources)
+            anchor_offsets(settings.bootstrap_servers, settings.app_id, [*sources, rekeyed])
         )
     except Exception as exc:
         loop.close()

@@ -1,8 +1,9 @@
 """The per-event and per-tick work of the processing stage, free of Faust.
 
 :class:`EventProcessor` takes raw envelope bytes and the two tables (as mutable mappings)
-and returns the action records to produce. The Faust agents only iterate, call it, and emit;
-unit tests call it with plain dicts.
+and returns the records to produce: action records, and for rekeyed rules the envelope sent
+on to the repartition topic (:mod:`worker.process.forward`). The Faust agents only iterate,
+call it, and emit; unit tests call it with plain dicts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 
 from worker.process.echo import dedupe_key, is_own_echo
 from worker.process.engine import ActionRecordLike, RulesEngine
+from worker.process.forward import Forward, read_forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.state import (
     EngineState,
@@ -34,6 +36,14 @@ log = logging.getLogger("zapflow.process")
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
 
 
+class StateNotWritten(Exception):
+    """The rule state of an evaluated event could not be written to its table.
+
+    Raised rather than logged and skipped: unlike a broken envelope, the event itself is
+    fine, and evaluating it again once the table works loses nothing.
+    """
+
+
 @dataclass
 class ProcessCounters:
     """What the stage has done since it started (exported as metrics, logged on stop)."""
@@ -45,8 +55,11 @@ class ProcessCounters:
     duplicates: int = 0
     errors: int = 0
     actions: int = 0
+    forwarded: int = 0
+    rekeyed: int = 0
     timer_actions: int = 0
     emit_errors: int = 0
+    state_retries: int = 0
     tick_errors: int = 0
     sweeps: int = 0
     reloads: int = 0
@@ -83,8 +96,16 @@ class EventProcessor:
         state: MutableMapping[str, Any],
         seen: MutableMapping[str, Any],
         now: datetime,
-    ) -> Sequence[ActionRecordLike]:
-        """Evaluate one envelope; never raises (an exception would ack it silently)."""
+    ) -> Sequence[ActionRecordLike | Forward]:
+        """Evaluate one envelope.
+
+        Returns its action records, then one :class:`Forward` per key its rekeyed rules
+        need it under. Echoes and second deliveries are dropped before either. A broken
+        envelope or a failing rule is logged and counted, and yields no records.
+
+        Raises:
+            StateNotWritten: the state could not be written; evaluate the event again.
+        """
         counters = self.counters
         counters.events += 1
         envelope: Any = None
@@ -104,23 +125,75 @@ class EventProcessor:
                 counters.duplicates += 1
                 return NO_ACTIONS
             evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
-            if evaluation.changes:
-                apply_changes(state, evaluation.changes, partition)
-                self._track_timers(partition, evaluation.changes)
-            if key is not None and (evaluation.actions or evaluation.changes):
-                # Only a message that did something is remembered: evaluating one that did
-                # nothing again does nothing again, and each remembered id costs a changelog
-                # write, which measured as the largest per-event cost of the stage.
-                remember(seen, key, envelope["id"], partition, now.timestamp())
-            counters.evaluated += 1
-            counters.actions += len(evaluation.actions)
-            return evaluation.actions
+            routes = self.engine.route(bundle, envelope)
         except Exception:
             counters.errors += 1
             log.exception(
                 "event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
             )
             return NO_ACTIONS
+        try:
+            if evaluation.changes:
+                apply_changes(state, evaluation.changes, partition)
+                self._track_timers(partition, evaluation.changes)
+            if key is not None and (evaluation.actions or evaluation.changes or routes):
+                # Only a message that did something is remembered: evaluating one that did
+                # nothing again does nothing again, and each remembered id costs a changelog
+                # write, which measured as the largest per-event cost of the stage.
+                remember(seen, key, envelope["id"], partition, now.timestamp())
+        except Exception as exc:
+            # Not the event's fault (the table's changelog is not usable yet, say): evaluate
+            # it again later rather than drop its actions.
+            raise StateNotWritten(
+                f"state of event {_event_id(envelope, raw)} (partition {partition}) "
+                f"not written: {exc!r}"
+            ) from exc
+        counters.evaluated += 1
+        counters.actions += len(evaluation.actions)
+        if not routes:
+            return evaluation.actions
+        counters.forwarded += len(routes)
+        event_id = str(envelope["id"])
+        forwards = [Forward(k, ids, event_id, raw) for k, ids in routes]
+        return [*evaluation.actions, *forwards]
+
+    def process_rekeyed(
+        self, raw: bytes, partition: int, state: MutableMapping[str, Any], now: datetime
+    ) -> Sequence[ActionRecordLike]:
+        """Evaluate one forwarded envelope with its rekeyed rules.
+
+        Its state is written for ``partition`` of the repartition topic, which has the
+        table's partition count, so the tick of that partition fires its deadlines. A
+        broken record or a failing rule is logged and counted, and yields no actions.
+
+        Raises:
+            StateNotWritten: the state could not be written; evaluate the record again.
+        """
+        self.counters.rekeyed += 1
+        envelope: Any = None
+        try:
+            rule_ids, envelope = read_forward(raw)
+            bundle = self.watcher.current.bundle
+            evaluation = self.engine.evaluate_rekeyed(
+                bundle, rule_ids, EngineState(state), envelope, now
+            )
+        except Exception:
+            self.counters.errors += 1
+            log.exception(
+                "rekeyed event %s (partition %d) not evaluated", _event_id(envelope, raw), partition
+            )
+            return NO_ACTIONS
+        if evaluation.changes:
+            try:
+                apply_changes(state, evaluation.changes, partition)
+            except Exception as exc:
+                raise StateNotWritten(
+                    f"state of rekeyed event {_event_id(envelope, raw)} (partition {partition}) "
+                    f"not written: {exc!r}"
+                ) from exc
+            self._track_timers(partition, evaluation.changes)
+        self.counters.actions += len(evaluation.actions)
+        return evaluation.actions
 
     def tick(
         self,

@@ -68,11 +68,15 @@ PROCESS_KEYS = (
 )
 
 
-def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) -> ProcessSettings:
+def load_settings(
+    path: Path | None, environ: Mapping[str, str] = os.environ, *, alone: bool = False
+) -> ProcessSettings:
     """Read the settings from ``path`` (``None`` = defaults) and the environment.
 
     ``ZAPFLOW_PROCESS__<KEY>`` and ``ZAPFLOW_KAFKA__<KEY>`` override keys as for every stage
-    (:mod:`worker.config`); ``KAFKA_BOOTSTRAP_SERVERS`` wins over both.
+    (:mod:`worker.config`); ``KAFKA_BOOTSTRAP_SERVERS`` wins over both. ``alone`` (the
+    ``zapflow process`` command) refuses ``kafka.security``, which only ``zapflow run``
+    applies to the stage.
 
     Raises:
         SettingsError: naming the file (or variable) and the key that is wrong.
@@ -83,7 +87,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
             if path is None
             else load_document(path, environ)
         )
-        settings = _read(document.root())
+        settings = _read(document.root(), alone)
     except ConfigError as exc:
         raise SettingsError(str(exc)) from None
     if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -91,11 +95,17 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
     return settings
 
 
-def _read(root: ConfigSection) -> ProcessSettings:
+def _read(root: ConfigSection, alone: bool) -> ProcessSettings:
     defaults = ProcessSettings()
     kafka = root.section("kafka")
     process = root.section("process")
     process.check_keys(PROCESS_KEYS)
+    if alone and _secured(kafka.data.get("security")):
+        raise kafka.error(
+            "security",
+            "zapflow process alone connects without credentials",
+            "run the stage as `zapflow run --only process`, which applies kafka.security",
+        )
     faust = process.data.get("faust") or {}
     if not isinstance(faust, Mapping):
         raise process.error("faust", "expected a mapping of Faust settings", "e.g. {}")
@@ -121,4 +131,11 @@ def _read(root: ConfigSection) -> ProcessSettings:
         tick_interval_s=process.duration("tick_interval_s", defaults.tick_interval_s, minimum=0.05),
         http_port=http_port,
         faust=dict(faust),
+    )
+
+
+def _secured(security: Any) -> bool:
+    """Whether a ``kafka.security`` section asks for more than a plain connection."""
+    return (
+        isinstance(security, Mapping) and str(security.get("protocol", "PLAINTEXT")) != "PLAINTEXT"
     )

@@ -76,6 +76,14 @@ class Leaf(CondNode):
         return self.condition.seen(view)
 
 
+def _seen_in(items: tuple[CondNode, ...], view: Mapping[str, Any]) -> dict[str, Any]:
+    """What the items of a group read from ``view``, for the explanation of a match."""
+    out: dict[str, Any] = {}
+    for item in items:
+        out.update(item.seen(view))
+    return out
+
+
 @dataclass(frozen=True)
 class AllOf(CondNode):
     items: tuple[CondNode, ...]
@@ -92,10 +100,7 @@ class AllOf(CondNode):
         return None
 
     def seen(self, view: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for item in self.items:
-            out.update(item.seen(view))
-        return out
+        return _seen_in(self.items, view)
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,7 @@ class AnyOf(CondNode):
         return self
 
     def seen(self, view: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for item in self.items:
-            out.update(item.seen(view))
-        return out
+        return _seen_in(self.items, view)
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,7 @@ class NoneOf(CondNode):
         return None
 
     def seen(self, view: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for item in self.items:
-            out.update(item.seen(view))
-        return out
+        return _seen_in(self.items, view)
 
 
 class Fused(CondNode):

@@ -11,6 +11,7 @@ When only ingest runs, no Faust app is built at all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from worker.events import actions_topic, dlq_topic, event_topic
 from worker.fleet.roster import ownership_status
 from worker.ingest.service import IngestService
 from worker.ingest.stats import SubscriptionState
+from worker.kafka_security import client_settings, faust_credentials
 from worker.observability.logs import logging_config
 from worker.observability.server import Observability, StatusServer
 from worker.run.config import RunConfig
@@ -43,6 +45,8 @@ class KafkaProbe:
     """Whether the Kafka cluster answered lately; refreshed in the background for /readyz."""
 
     bootstrap_servers: str
+    #: Security settings of the aiokafka client (worker.kafka_security).
+    client: dict[str, Any] = field(default_factory=dict)
     ok: bool = False
     detail: str = "not checked yet"
     checked_at: float = 0.0
@@ -51,7 +55,7 @@ class KafkaProbe:
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000, **self.client
         )
         try:
             await asyncio.wait_for(admin.start(), 6)
@@ -74,6 +78,8 @@ class LagProbe:
 
     bootstrap_servers: str
     group_id: str
+    #: Security settings of the aiokafka clients (worker.kafka_security).
+    client: dict[str, Any] = field(default_factory=dict)
     #: (topic, partition) -> records not yet committed by the group
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -82,9 +88,9 @@ class LagProbe:
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000, **self.client
         )
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, **self.client)
         try:
             await admin.start()
             committed = await admin.list_consumer_group_offsets(self.group_id)
@@ -222,13 +228,18 @@ def assemble(
             watcher = RulesWatcher.start(rules_dir, engine)
         except RuleLoadError as exc:
             raise StartError(f"rules in {rules_dir} do not load:\n{exc}") from None
-        process_app = build_app(config.process, watcher, engine, sighup=False)
+        process_app = build_app(
+            _with_credentials(config.process, kafka.security), watcher, engine, sighup=False
+        )
         built.on_sighup.append(process_app.request_reload)
         built.app, built.processor, built.watcher = process_app.app, process_app.processor, watcher
         built.topics += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.topics.append(actions_topic(kafka.topic_prefix))
         built.consumed += [event_topic(e, kafka.topic_prefix) for e in process_app.subscribed]
         built.internal[process_app.ticks.get_topic_name()] = {}
+        # Envelopes on their way to rekeyed rules: consumed, so anchored like the sources.
+        built.internal[process_app.rekeyed.get_topic_name()] = {}
+        built.consumed.append(process_app.rekeyed.get_topic_name())
         obs.registry.register(
             ProcessCollector(
                 process_app.processor.counters,
@@ -283,10 +294,12 @@ def assemble(
         from worker.process.topics import internal_topics
 
         built.internal.update(internal_topics(built.app))
-    probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers)
+    probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers, client_settings(kafka.security))
     lag = None
     if built.app is not None:
-        lag = LagProbe(kafka.bootstrap_servers, str(built.app.conf.id))
+        lag = LagProbe(
+            kafka.bootstrap_servers, str(built.app.conf.id), client_settings(kafka.security)
+        )
         obs.registry.register(LagCollector(lag))
         obs.readiness["consumers"] = _first_assignment(built.app)
     built.services.append(KafkaProbeRunner(probe, lag))
@@ -321,6 +334,16 @@ def _first_assignment(app: Any) -> Callable[[], tuple[bool, str]]:
     return check
 
 
+def _with_credentials(settings: Any, security: Any) -> Any:
+    """The process settings with the Faust app's ``broker_credentials`` from ``kafka.security``."""
+    credentials = faust_credentials(security)
+    if credentials is None:
+        return settings
+    return dataclasses.replace(
+        settings, faust={"broker_credentials": credentials, **settings.faust}
+    )
+
+
 def _executor_only_app(config: RunConfig) -> Any:
     import faust
 
@@ -338,6 +361,7 @@ def _executor_only_app(config: RunConfig) -> Any:
         topic_disable_leader=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
+        broker_credentials=faust_credentials(kafka.security),
         Monitor=QuietMonitor,
     )
     use_draining_consumer(app)
@@ -479,7 +503,9 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
     kafka = config.shared.kafka
     if built.app is None:
         return True
-    probe = built.kafka_probe or KafkaProbe(kafka.bootstrap_servers)
+    probe = built.kafka_probe or KafkaProbe(
+        kafka.bootstrap_servers, client_settings(kafka.security)
+    )
     delay, told = 1.0, False
     while True:
         await probe.check()
@@ -498,7 +524,12 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
     await _create_topics(kafka, built.topics, built.internal)
     from worker.offsets import anchor_offsets
 
-    await anchor_offsets(kafka.bootstrap_servers, str(built.app.conf.id), built.consumed)
+    await anchor_offsets(
+        kafka.bootstrap_servers,
+        str(built.app.conf.id),
+        built.consumed,
+        client=client_settings(kafka.security),
+    )
     return True
 
 
@@ -507,12 +538,13 @@ async def _create_topics(
 ) -> None:
     if not topics or not kafka.create_topics:
         return
-    from worker.process.topics import ensure_topics
+    from worker.topics import ensure_topics
 
     await ensure_topics(
         kafka.bootstrap_servers,
         [*topics, *internal],
         configs=internal,
+        client=client_settings(kafka.security),
         partitions=kafka.partitions,
         replication_factor=kafka.replication_factor,
     )

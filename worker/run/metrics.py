@@ -9,7 +9,7 @@ so a scrape costs nothing on the hot path. Names follow Prometheus conventions:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -78,6 +78,18 @@ class TallyingEngine(BundleEngine):
         now: datetime,
     ) -> EvaluationLike:
         result = super().evaluate(bundle, state, envelope, now)
+        self.tally.add(result)
+        return result
+
+    def evaluate_rekeyed(
+        self,
+        bundle: BundleLike,
+        rule_ids: Collection[str],
+        state: Mapping[str, Any],
+        envelope: Mapping[str, Any],
+        now: datetime,
+    ) -> EvaluationLike:
+        result = super().evaluate_rekeyed(bundle, rule_ids, state, envelope, now)
         self.tally.add(result)
         return result
 
@@ -203,6 +215,14 @@ class ProcessCollector(Collector):
                 c.duplicates,
             ),
             "zapflow_rules_event_errors": ("Envelopes that could not be evaluated.", c.errors),
+            "zapflow_rules_events_forwarded": (
+                "Envelopes sent on to the repartition topic for rekeyed rules (one per key).",
+                c.forwarded,
+            ),
+            "zapflow_rules_state_retries": (
+                "Events evaluated again because their state could not be written.",
+                c.state_retries,
+            ),
             "zapflow_rules_actions": (
                 "Action records produced (events and timers).",
                 c.actions + c.timer_actions,

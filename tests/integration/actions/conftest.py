@@ -20,8 +20,8 @@ import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from worker.actions.topics import ensure_topics
 from worker.events import actions_topic, dlq_topic
+from worker.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -176,7 +176,7 @@ class ExecutorHarness:
         return dlq_topic(self.prefix)
 
     async def create_topics(self, partitions: int = 1) -> None:
-        await ensure_topics(self.kafka_bootstrap, [self.actions, self.dlq], partitions)
+        await ensure_topics(self.kafka_bootstrap, [self.actions, self.dlq], partitions=partitions)
 
     def start_peer(self, process: ExecutorProcess) -> ExecutorProcess:
         """Another worker of the same app (same consumer group and table)."""

@@ -21,6 +21,11 @@ from worker.cli import main
             "actions.gateway.auth: expected 'bearer' or 'apikey', found 'token'",
         ),
         ("- a list\n", "expected a mapping at the top level"),
+        (
+            "kafka:\n  security: {protocol: SASL_SSL}\n",
+            "kafka.security: zapflow actions alone connects without credentials; run the "
+            "executor as `zapflow run --only actions`, which applies kafka.security",
+        ),
     ],
 )
 def test_bad_config_is_reported_in_one_line(

@@ -13,14 +13,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.actions.ids import message_id_for
 from worker.events import actions_topic, event_topic
@@ -183,12 +184,64 @@ class Kafka:
         await self._producer.stop()
         await self._consumer.stop()
 
-    async def produce(self, *envelopes: Mapping[str, Any]) -> None:
+    async def produce(self, *envelopes: Mapping[str, Any]) -> list[int]:
+        """Produce with the keys ingest gives; returns the partition each envelope went to."""
         assert self._producer is not None
+        partitions = []
         for env in envelopes:
-            await self._producer.send_and_wait(
+            sent = await self._producer.send_and_wait(
                 event_topic(env["event"], self.prefix), orjson.dumps(env), key=kafka_key(env)
             )
+            partitions.append(sent.partition)
+        return partitions
+
+    async def wait_consumed(self, group: str, topics: Sequence[str], timeout: float = 45.0) -> None:
+        """Wait until ``group`` has committed every record of ``topics`` produced so far.
+
+        The process stage acks an event only once the records it produced are in Kafka, so
+        afterwards every record those events caused can be read.
+        """
+        end = await self._end_offsets(topics)
+        tps = list(end)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+                behind = {
+                    tp: (committed[tp].offset if tp in committed else -1, offset)
+                    for tp, offset in end.items()
+                    if offset > 0 and (tp not in committed or committed[tp].offset < offset)
+                }
+                if not behind:
+                    return
+                if loop.time() > deadline:
+                    raise AssertionError(f"{group} did not consume within {timeout}s: {behind}")
+                await asyncio.sleep(0.2)  # polling interval of the condition, not a wait
+        finally:
+            await admin.close()
+
+    async def read_all(self, timeout: float = 45.0) -> list[dict[str, Any]]:
+        """Collect every action record produced so far."""
+        total = sum((await self._end_offsets([actions_topic(self.prefix)])).values())
+        return await self.wait_for(lambda actions: len(actions) >= total, timeout)
+
+    async def _end_offsets(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        assert self._consumer is not None
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(topics))
+        finally:
+            await admin.close()
+        tps = [
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            for partition in topic["partitions"]
+        ]
+        return dict(await self._consumer.end_offsets(tps))
 
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 45.0

@@ -32,6 +32,7 @@ def config_text(
     data: Path,
     http_port: int,
     ownership: bool = False,
+    kafka_security: str | None = None,
 ) -> str:
     ownership_line = (
         "  ownership: {mode: kafka, grace: 6s, session_timeout: 6s, heartbeat_interval: 1s}"
@@ -51,6 +52,7 @@ kafka:
   bootstrap_servers: {bootstrap}
   topic_prefix: {prefix}
   partitions: 2
+{f"  security: {kafka_security}" if kafka_security else ""}
 ingest:
   reconnect: {{first_delay: 0.5s, max_delay: 5s}}
   spool: {{path: {data / "spool"}}}
@@ -129,6 +131,8 @@ async def start_worker(
     app_id: str | None = None,
     ownership: bool = False,
     rules: Path = RULES,
+    kafka_security: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> RunningWorker:
     """Start ``zapflow run``; with ``sim``/``inbox``/``app_id`` given, as one more member of a
     fleet that shares them."""
@@ -144,12 +148,15 @@ async def start_worker(
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "zapflow.yaml"
     app_id = app_id or f"zf-test-{uuid.uuid4().hex[:8]}"
-    config.write_text(config_text(bootstrap, prefix, app_id, sim, tmp, http_port, ownership))
+    config.write_text(
+        config_text(bootstrap, prefix, app_id, sim, tmp, http_port, ownership, kafka_security)
+    )
     env = {
         **os.environ,
         "ZAPFLOW_OPS_WEBHOOK": inbox.url("/ops"),
         "RUN_TEST_APIKEY": APIKEY,
         **{f"RUN_TEST_TOKEN_{i}": inst.token for i, inst in enumerate(sim.instances)},
+        **(env or {}),
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     log_path = tmp / "worker.log"

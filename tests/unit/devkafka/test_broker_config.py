@@ -37,3 +37,14 @@ def test_cluster_ids_have_kafkas_format_and_differ() -> None:
     assert first != second
     assert len(first) == 22
     assert len(base64.urlsafe_b64decode(first + "==")) == 16
+
+
+def test_with_users_the_client_port_speaks_sasl_plain_and_knows_exactly_them() -> None:
+    props = _props(server_properties(Path("/d"), 9092, 9093, {"alice": "s3cret"}))
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["advertised.listeners"] == "SASL_PLAINTEXT://127.0.0.1:9092"
+    assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "PLAIN"
+    jaas = props["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
+    assert 'user_alice="s3cret"' in jaas
+    assert jaas.count("user_") == 2  # alice and the broker's own user

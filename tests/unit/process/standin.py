@@ -1,13 +1,15 @@
 """A tiny stand-in for the rules engine (contracts §3/§4), for the process stage's unit tests.
 
-Rules are dicts: ``{"id", "on", "throttle_s" (optional), "for_s" (optional)}``. A rule with
-``for_s`` keeps a pending deadline under ``"<id>|<instance>"`` and fires it from ``fire_due``.
+Rules are dicts: ``{"id", "on", "throttle_s" (optional), "for_s" (optional), "rekeyed"
+(optional)}``. A rule with ``for_s`` keeps a pending deadline under ``"<id>|<instance>"`` and
+fires it from ``fire_due``. A ``rekeyed`` rule is not evaluated by ``evaluate`` but routed by
+the envelope's instance and evaluated by ``evaluate_rekeyed``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,10 +74,42 @@ class StandInEngine:
     def evaluate(
         self, bundle: Bundle, state: Mapping[str, Any], envelope: Mapping[str, Any], now: datetime
     ) -> Evaluation:
+        local = [rule for rule in bundle.rules if not rule.get("rekeyed")]
+        return self._evaluate(bundle.version, local, state, envelope, now)
+
+    def route(
+        self, bundle: Bundle, envelope: Mapping[str, Any]
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        ids = tuple(
+            rule["id"]
+            for rule in bundle.rules
+            if rule.get("rekeyed") and rule["on"] == envelope["event"]
+        )
+        return [(envelope["instance"], ids)] if ids else []
+
+    def evaluate_rekeyed(
+        self,
+        bundle: Bundle,
+        rule_ids: Collection[str],
+        state: Mapping[str, Any],
+        envelope: Mapping[str, Any],
+        now: datetime,
+    ) -> Evaluation:
+        only = [rule for rule in bundle.rules if rule.get("rekeyed") and rule["id"] in rule_ids]
+        return self._evaluate(bundle.version, only, state, envelope, now)
+
+    def _evaluate(
+        self,
+        version: str,
+        rules: list[Mapping[str, Any]],
+        state: Mapping[str, Any],
+        envelope: Mapping[str, Any],
+        now: datetime,
+    ) -> Evaluation:
         if envelope["id"] == self.fail_on:
             raise RuntimeError("boom")
         evaluation = Evaluation()
-        for rule in bundle.rules:
+        for rule in rules:
             if rule["on"] != envelope["event"]:
                 continue
             key = f"{rule['id']}|{envelope['instance']}"
@@ -93,7 +127,7 @@ class StandInEngine:
             ):
                 continue
             evaluation.changes[key] = now.timestamp()
-            evaluation.actions.append(_record(rule["id"], bundle.version, envelope["id"], "fire"))
+            evaluation.actions.append(_record(rule["id"], version, envelope["id"], "fire"))
         return evaluation
 
     def fire_due(self, bundle: Bundle, state: Mapping[str, Any], now: datetime) -> Evaluation:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
+from tests.helpers import wait_for
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
 from worker.process.app import (
     ProcessApp,
@@ -38,6 +39,7 @@ async def process_app(tmp_path: Path) -> AsyncIterator[ProcessApp]:
         tmp_path,
         {"id": "auto-reply", "on": "messages.upsert", "throttle_s": 600},
         {"id": "down", "on": "connection.update", "for_s": 0},
+        {"id": "per-instance", "on": "messages.upsert", "throttle_s": 600, "rekeyed": True},
     )
     engine = StandInEngine()
     settings = ProcessSettings(app_id="test-process", store="memory://", partitions=4)
@@ -48,6 +50,7 @@ async def process_app(tmp_path: Path) -> AsyncIterator[ProcessApp]:
     built.app.flow_control.resume()
     # Nothing leaves the process: action sends and changelog writes are recorded.
     built.actions.send = AsyncMock(side_effect=delivered)  # type: ignore[method-assign]
+    built.rekeyed.send = AsyncMock(side_effect=delivered)  # type: ignore[method-assign]
     for table in (built.state, built.seen):
         table.send_changelog = Mock()
     yield built
@@ -123,6 +126,42 @@ async def test_tick_agent_fires_due_deadlines_of_the_tick_partition(
     assert "down|shop-bot" not in process_app.state
 
 
+async def test_events_of_rekeyed_rules_go_on_by_key_and_are_evaluated_from_the_rekeyed_topic(
+    process_app: ProcessApp,
+) -> None:
+    data = {"keyId": "3A6B", "keyFromMe": False, "keyRemoteJid": "5511@s.whatsapp.net"}
+    async with process_app.evaluate_events.test_context() as agent:
+        await agent.put(
+            orjson.dumps(envelope("messages.upsert", data, id="01JA")),
+            key=b"shop-bot:5511",
+            partition=2,
+        )
+    [forward] = process_app.rekeyed.send.await_args_list
+    assert forward.kwargs["key"] == b"shop-bot"
+    assert orjson.loads(forward.kwargs["value"])["rules"] == ["per-instance"]
+    assert [key for key, _ in sent(process_app)] == [b"auto-reply:01JA:0:-:fire"]
+
+    async with process_app.evaluate_rekeyed.test_context() as agent:
+        await agent.put(forward.kwargs["value"], key=b"shop-bot", partition=1)
+    assert [key for key, _ in sent(process_app)] == [
+        b"auto-reply:01JA:0:-:fire",
+        b"per-instance:01JA:0:-:fire",
+    ]
+    assert process_app.state["per-instance|shop-bot"][0] == 1
+    assert process_app.state["auto-reply|shop-bot"][0] == 2
+
+
+async def test_a_forward_kafka_refuses_is_logged_and_counted(
+    process_app: ProcessApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    process_app.rekeyed.send.side_effect = MessageSizeTooLargeError()
+    data = {"keyId": "3A6B", "keyFromMe": False}
+    async with process_app.evaluate_events.test_context() as agent:
+        await agent.put(orjson.dumps(envelope("messages.upsert", data, id="01JA")), key=b"k")
+    assert process_app.processor.counters.emit_errors == 1
+    assert "forward of event 01JA by key 'shop-bot' not produced: Kafka refuses it" in caplog.text
+
+
 def test_faust_settings_follow_the_process_settings() -> None:
     settings = ProcessSettings(
         bootstrap_servers="127.0.0.1:9092, 127.0.0.1:9093",
@@ -154,11 +193,27 @@ def test_events_a_reloaded_bundle_adds_are_named_for_the_restart_warning() -> No
     assert unsubscribed(frozenset({"messages.upsert"}), ("messages.upsert",)) == []
 
 
-async def test_the_internal_topics_are_the_compacted_changelogs_and_the_ticks(
+async def test_the_internal_topics_are_the_compacted_changelogs_the_ticks_and_rekeyed(
     process_app: ProcessApp,
 ) -> None:
-    assert internal_topics(process_app.app, process_app.ticks.get_topic_name()) == {
+    ticks, rekeyed = process_app.ticks.get_topic_name(), process_app.rekeyed.get_topic_name()
+    assert internal_topics(process_app.app, ticks, rekeyed) == {
         "test-process-rule-state-changelog": {"cleanup.policy": "compact"},
         "test-process-seen-messages-changelog": {"cleanup.policy": "compact"},
         "test-process-ticks": {},
+        "test-process-rekeyed": {},
     }
+
+
+async def test_an_event_whose_state_cannot_be_written_is_evaluated_again(
+    process_app: ProcessApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.process.app.RETRY_FIRST_S", 0.01)
+    process_app.state.send_changelog.side_effect = [RuntimeError("0 partitions"), Mock()]
+    data = {"keyId": "3A6B", "keyFromMe": False}
+    async with process_app.evaluate_events.test_context() as agent:
+        await agent.put(orjson.dumps(envelope("messages.upsert", data, id="01JA")), key=b"k")
+        await wait_for(lambda: sent(process_app) != [], 5, message="the action after the retry")
+    assert [key for key, _ in sent(process_app)] == [b"auto-reply:01JA:0:-:fire"]
+    assert process_app.processor.counters.state_retries == 1
+    assert process_app.processor.counters.errors == 0

@@ -8,9 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.unit.process.standin import StandInEngine, envelope, write_rules
+from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
+from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
-from worker.process.runtime import EventProcessor
+from worker.process.runtime import EventProcessor, StateNotWritten
 
 NOW = datetime(2026, 11, 25, 20, 41, 7, tzinfo=UTC)
 OUR_ID = "ZF" + "0123456789ABCDEF0123456789ABCD"
@@ -209,3 +210,114 @@ def test_a_message_that_did_nothing_is_not_remembered(tmp_path: Path) -> None:
     throttled = contact_text("01JB", key_id="OTHER")
     assert not processor.process(throttled, 0, state, seen, NOW)
     assert list(seen) == ["shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D"]
+
+
+PER_INSTANCE = {"id": "per-instance", "on": "messages.upsert", "throttle_s": 600, "rekeyed": True}
+QUIET = {"id": "quiet", "on": "messages.upsert", "for_s": 120, "rekeyed": True}
+
+
+def test_events_of_rekeyed_rules_are_sent_on_by_their_key_not_evaluated_here(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, REPLY, PER_INSTANCE, QUIET)
+    state: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    text = contact_text("01JA")
+    records = processor.process(text, 3, state, seen, NOW)
+    assert records == [
+        Record("auto-reply:01JA:0:-:fire", "auto-reply", records[0].bundle_version, "01JA"),
+        Forward("shop-bot", ("per-instance", "quiet"), "01JA", text),
+    ]
+    assert list(state) == ["auto-reply|shop-bot"]
+    assert list(seen) == ["shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D"]
+    assert processor.counters.forwarded == 1
+
+
+def test_a_forward_alone_makes_the_message_remembered_so_a_second_delivery_stays_home(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, PER_INSTANCE)
+    seen: dict[str, Any] = {}
+    [forward] = processor.process(contact_text("01JA"), 0, {}, seen, NOW)
+    assert isinstance(forward, Forward)
+    assert processor.process(contact_text("01JB"), 0, {}, seen, NOW) == ()
+    assert processor.counters.duplicates == 1
+    for echo in our_echoes():
+        assert processor.process(echo, 0, {}, seen, NOW) == ()
+    assert processor.counters.forwarded == 1
+
+
+def test_rekeyed_events_are_evaluated_with_only_their_rules_and_state_of_their_partition(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, REPLY, PER_INSTANCE)
+    state: dict[str, Any] = {}
+    forward = Forward("shop-bot", ("per-instance",), "01JA", contact_text("01JA"))
+    actions = processor.process_rekeyed(forward.to_json(), 5, state, NOW)
+    assert [a.idempotency_key for a in actions] == ["per-instance:01JA:0:-:fire"]
+    assert state == {"per-instance|shop-bot": [5, NOW.timestamp()]}
+    other_chat = Forward("shop-bot", ("per-instance",), "01JB", contact_text("01JB", "OTHER"))
+    assert not processor.process_rekeyed(other_chat.to_json(), 5, state, NOW)
+    assert processor.counters.rekeyed == 2
+    assert processor.counters.actions == 1
+
+
+def test_a_deadline_of_a_rekeyed_rule_fires_from_the_tick_of_its_partition(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, QUIET)
+    processor.sweep_interval_s = 3600
+    state: dict[str, Any] = {}
+    processor.tick(6, state, {}, NOW)  # the first tick sweeps; the deadline comes after
+    forward = Forward("shop-bot", ("quiet",), "01JQ", contact_text("01JQ"))
+    assert not processor.process_rekeyed(forward.to_json(), 6, state, NOW)
+    assert not processor.tick(6, state, {}, NOW + timedelta(seconds=60))
+    fired = processor.tick(6, state, {}, NOW + timedelta(seconds=121))
+    assert [a.idempotency_key for a in fired] == ["quiet:01JQ:0:-:fire"]
+    assert state == {}
+
+
+def test_a_broken_forward_record_is_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    processor = processor_for(tmp_path, PER_INSTANCE)
+    with caplog.at_level(logging.ERROR, logger="zapflow.process"):
+        assert processor.process_rekeyed(b'{"rules": "x"}', 2, {}, NOW) == ()
+    assert processor.counters.errors == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        'rekeyed event b\'{"rules": "x"}\' (partition 2) not evaluated'
+    ]
+
+
+class BrokenTable(dict[str, Any]):
+    """A table whose changelog cannot be written yet."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise RuntimeError("changelog topic has 0 partitions")
+
+
+def test_state_that_cannot_be_written_is_raised_for_a_retry_not_dropped(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    with pytest.raises(StateNotWritten) as raised:
+        processor.process(contact_text("01JA"), 3, BrokenTable(), {}, NOW)
+    assert str(raised.value) == (
+        "state of event 01JA (partition 3) not written: "
+        "RuntimeError('changelog topic has 0 partitions')"
+    )
+    assert processor.counters.errors == 0
+    state: dict[str, Any] = {}
+    assert [
+        r.idempotency_key for r in processor.process(contact_text("01JA"), 3, state, {}, NOW)
+    ] == ["auto-reply:01JA:0:-:fire"]
+
+
+def test_rekeyed_state_that_cannot_be_written_is_raised_for_a_retry(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, PER_INSTANCE)
+    forward = Forward("shop-bot", ("per-instance",), "01JA", contact_text("01JA"))
+    with pytest.raises(StateNotWritten) as raised:
+        processor.process_rekeyed(forward.to_json(), 4, BrokenTable(), NOW)
+    assert str(raised.value) == (
+        "state of rekeyed event 01JA (partition 4) not written: "
+        "RuntimeError('changelog topic has 0 partitions')"
+    )
+    assert processor.counters.errors == 0

@@ -86,3 +86,18 @@ def test_missing_config_file_says_so(tmp_path: Path) -> None:
     assert str(raised.value) == (
         f"{tmp_path}/nope.yaml: file not found; pass an existing file with --config"
     )
+
+
+def test_kafka_security_is_refused_with_the_command_that_applies_it(tmp_path: Path) -> None:
+    config = tmp_path / "zapflow.yaml"
+    config.write_text("kafka: {security: {protocol: SASL_SSL, sasl_mechanism: PLAIN}}\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(config, environ={}, alone=True)
+    message = str(refused.value)
+    assert "kafka.security" in message
+    assert "zapflow process alone connects without credentials" in message
+    assert "zapflow run --only process" in message
+    # Under zapflow run the same file is fine: run applies the security settings.
+    assert load_settings(config, environ={}) == ProcessSettings()
+    config.write_text("kafka: {security: {protocol: PLAINTEXT}}\n")
+    assert load_settings(config, environ={}, alone=True) == ProcessSettings()

@@ -6,7 +6,6 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from worker.ingest.stats import IngestStats, SubscriptionState
-from worker.rules import load_bundle
 from worker.run.metrics import IngestCollector, ProcessCollector, RuleTally, TallyingEngine
 
 RULES = Path(__file__).parents[3] / "rules"
@@ -39,7 +38,7 @@ TEXT = {
 
 
 def test_tally_counts_outcomes_and_fires_per_rule() -> None:
-    bundle = load_bundle(RULES)
+    bundle = TallyingEngine(RuleTally()).load(RULES)
     tally = RuleTally()
     engine = TallyingEngine(tally)
     state: dict[str, object] = {}
@@ -64,7 +63,9 @@ def test_process_collector_exposes_per_rule_series_and_bundle_version() -> None:
         echoes = 1
         duplicates = 0
         errors = 0
+        state_retries = 0
         actions = 1
+        forwarded = 0
         timer_actions = 0
         reloads = 0
         reload_failures = 0

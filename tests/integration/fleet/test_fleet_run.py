@@ -1,16 +1,15 @@
-"""A rolling restart of a fleet of ``zapflow run`` workers: every message answered exactly once.
-
-Run by ``make chaos``, not by ``make test``: in about one run in four on a loaded machine one
-message of ~530 is never answered. It is consumed by the first worker around its SIGTERM;
-the diagnosis below found it in the event topic but with no action record, so the rule stage
-lost it between consuming the event and producing the action (the event's offset got
-committed without its action being written). Until that is fixed, a test that fails at
-random must not gate CI. On failure the test says which topics hold a trace of the message.
+"""A fleet of ``zapflow run`` workers under traffic: every message answered exactly once.
 
 Two workers share the subscriptions (ownership through Kafka), the rule stage's consumer
-group and the executor's ledger. Under steady traffic each worker in turn is stopped with
-SIGTERM and replaced by a new one. The rule answers every text with its message id, so the
+group and the executor's ledger. The rule answers every text with its message id, so the
 simulator's recorded sendText calls show, per message, whether it was answered and how often.
+
+- rolling restart: under steady traffic each worker in turn is stopped with SIGTERM and
+  replaced by a new one;
+- broker restart: the broker is stopped past the session timeout and started again.
+
+On failure the test says which topics hold a trace of each unanswered message (the event,
+an action record, a dead letter), which tells the stage that lost it.
 """
 
 from __future__ import annotations

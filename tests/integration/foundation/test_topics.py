@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from worker.process.topics import ensure_topics
+from worker.topics import TopicLayoutError, ensure_topics
 
 
 async def test_topics_are_created_with_their_partitions_and_settings(kafka_bootstrap: str) -> None:
@@ -39,3 +40,18 @@ async def test_topics_are_created_with_their_partitions_and_settings(kafka_boots
     assert (
         await ensure_topics(kafka_bootstrap, [changelog], partitions=3, replication_factor=1) == []
     )
+
+
+async def test_an_existing_topic_with_another_partition_count_is_refused_with_the_fix(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"layout-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    with pytest.raises(TopicLayoutError) as refused:
+        await ensure_topics(kafka_bootstrap, [topic], partitions=4, setting="actions.partitions")
+    assert str(refused.value) == (
+        f"topic {topic} has 2 partitions but actions.partitions is 4; state tables need as "
+        "many partitions as their source topics: set actions.partitions to 2, or recreate "
+        "the topic"
+    )
+    assert await ensure_topics(kafka_bootstrap, [topic], partitions=4, check=()) == []
