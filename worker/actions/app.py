@@ -15,7 +15,7 @@ import faust
 
 from worker.actions.executor import Executor, register_executor
 from worker.actions.settings import ExecutorSettings
-from worker.streaming import QuietMonitor, use_draining_consumer
+from worker.streaming import QuietMonitor
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,5 @@ def build_app(
         producer_acks=-1,
         Monitor=QuietMonitor,
     )
-    use_draining_consumer(app)
     executor = register_executor(app, settings, env=env)
     return app, executor

@@ -36,7 +36,7 @@ from worker.process.forward import Forward, rekeyed_topic_name
 from worker.process.reload import RulesWatcher
 from worker.process.runtime import EventProcessor, StateNotWritten
 from worker.process.settings import ProcessSettings
-from worker.streaming import QuietMonitor, use_draining_consumer
+from worker.streaming import QuietMonitor
 
 log = logging.getLogger("zapflow.process")
 
@@ -112,7 +112,6 @@ def build_app(
     the signal itself (it also re-reads instances) and calls ``request_reload``.
     """
     app = faust.App(settings.app_id, **faust_settings(settings))
-    use_draining_consumer(app)
     processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
     subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
     partitions = settings.partitions

@@ -347,11 +347,11 @@ def _with_credentials(settings: Any, security: Any) -> Any:
 def _executor_only_app(config: RunConfig) -> Any:
     import faust
 
-    from worker.streaming import QuietMonitor, use_draining_consumer
+    from worker.streaming import QuietMonitor
 
     assert config.actions is not None
     kafka = config.shared.kafka
-    app = faust.App(
+    return faust.App(
         "zapflow-actions",
         broker=[f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")],
         store="rocksdb://",
@@ -364,8 +364,6 @@ def _executor_only_app(config: RunConfig) -> Any:
         broker_credentials=faust_credentials(kafka.security),
         Monitor=QuietMonitor,
     )
-    use_draining_consumer(app)
-    return app
 
 
 def _process_counters(counters: Any) -> dict[str, int]:
