@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from worker.events import DEFAULT_TOPIC_PREFIX
@@ -22,7 +23,14 @@ def register(subparsers: Any) -> None:
     tail.add_argument(
         "--bootstrap", help="Kafka bootstrap servers (default: the running dev broker)"
     )
-    tail.add_argument("--prefix", default=DEFAULT_TOPIC_PREFIX, help="topic prefix")
+    tail.add_argument(
+        "--config",
+        type=Path,
+        help="read bootstrap servers, topic prefix and kafka.security from this zapflow config",
+    )
+    tail.add_argument(
+        "--prefix", default=None, help=f"topic prefix (default: {DEFAULT_TOPIC_PREFIX})"
+    )
     tail.add_argument("--since", help="start from a time: 10m, 2h, 1d or ISO 8601 (default: now)")
     tail.add_argument("--json", action="store_true", help="print the raw JSON values")
     tail.add_argument("--limit", type=int, default=None, help="stop after N records")

@@ -6,12 +6,20 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from worker.console.summary import summarize_action, summarize_envelope
-from worker.events import STREAMED_EVENTS, actions_topic, dlq_topic, event_topic, invalid_topic
+from worker.events import (
+    DEFAULT_TOPIC_PREFIX,
+    STREAMED_EVENTS,
+    actions_topic,
+    dlq_topic,
+    event_topic,
+    invalid_topic,
+)
+from worker.kafka_security import client_settings
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -70,12 +78,14 @@ def render(topic: str, value: bytes, raw_json: bool, prefix: str) -> str:
     return summarize_envelope(data)
 
 
-async def topic_partitions(bootstrap: str, topics: list[str]) -> list[Any]:
-    """The partitions of those ``topics`` that exist."""
+async def topic_partitions(
+    bootstrap: str, topics: list[str], client: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """The partitions of those ``topics`` that exist (``client``: security settings)."""
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **dict(client or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -95,17 +105,24 @@ async def tail(
     raw_json: bool = False,
     limit: int | None = None,
     out: TextIO = sys.stdout,
+    client: Mapping[str, Any] | None = None,
 ) -> int:
-    """Print records of ``topics`` as they arrive, from ``since`` or from now. Returns the count."""
+    """Print records of ``topics`` as they arrive, from ``since`` or from now. Returns the count.
+
+    ``client`` holds more keyword arguments of the Kafka clients (``kafka.security``).
+    """
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="latest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        **dict(client or {}),
     )
     await consumer.start()
     printed = 0
     try:
-        partitions = await topic_partitions(bootstrap, topics)
+        partitions = await topic_partitions(bootstrap, topics, client)
         if not partitions:
             raise TailError(
                 f"none of the topics exist on {bootstrap}: {', '.join(topics)}; is --prefix right?"
@@ -137,18 +154,45 @@ def run(args: Any) -> int:
     from worker.cli import CommandError
     from worker.devkafka.jars import default_bootstrap
 
+    bootstrap, prefix, client = args.bootstrap, args.prefix, {}
+    if args.config is not None:
+        kafka = _kafka_of(args.config)
+        bootstrap = bootstrap or kafka.bootstrap_servers
+        prefix = prefix or kafka.topic_prefix
+        client = client_settings(kafka.security)
+    prefix = prefix or DEFAULT_TOPIC_PREFIX
     try:
-        topics = topics_for(args.events, args.prefix)
+        topics = topics_for(args.events, prefix)
         since = parse_since(args.since, datetime.now(UTC)) if args.since else None
     except TailError as exc:
         raise CommandError(str(exc)) from exc
-    bootstrap = args.bootstrap or default_bootstrap()
+    bootstrap = bootstrap or default_bootstrap()
     try:
         asyncio.run(
-            tail(bootstrap, topics, args.prefix, since=since, raw_json=args.json, limit=args.limit)
+            tail(
+                bootstrap,
+                topics,
+                prefix,
+                since=since,
+                raw_json=args.json,
+                limit=args.limit,
+                client=client,
+            )
         )
     except KeyboardInterrupt:
         return 0
     except TailError as exc:
         raise CommandError(str(exc)) from exc
     return 0
+
+
+def _kafka_of(path: Any) -> Any:
+    """The ``kafka`` section of a zapflow config file (bootstrap, prefix, security)."""
+    from worker.cli import CommandError
+    from worker.config import ConfigError, load_document
+    from worker.ingest.config import kafka_config
+
+    try:
+        return kafka_config(load_document(path))
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None

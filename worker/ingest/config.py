@@ -302,6 +302,11 @@ def _instances(
     return tuple(result)
 
 
+def kafka_config(document: ConfigDocument) -> KafkaConfig:
+    """Only the ``kafka`` section (for commands that read topics, such as ``zapflow tail``)."""
+    return _kafka(document.root().section("kafka"))
+
+
 def ingest_config(document: ConfigDocument) -> IngestConfig:
     """Read and check the ingest settings.
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.helpers import wait_for
+from tests.helpers import run_cli, wait_for
 from tests.integration.run.harness import start_worker
 from worker.devkafka.broker import KafkaBroker
 
@@ -49,6 +49,21 @@ async def test_all_stages_work_against_a_sasl_cluster(tmp_path: Path) -> None:
         await wait_for(lambda: replies() != [], 90, message="the reply through a SASL cluster")
         assert replies() == [201]
         assert "Authentication failed" not in worker.log_path.read_text()
+
+        # zapflow tail reads the same kafka section, credentials included.
+        secret = tmp_path / "kafka-password"
+        secret.write_text("zapflow-secret")
+        tail_config = tmp_path / "tail.yaml"
+        tail_config.write_text(
+            f"kafka:\n  bootstrap_servers: {broker.bootstrap_servers}\n  topic_prefix: {prefix}\n"
+            "  security: {protocol: SASL_PLAINTEXT, sasl_mechanism: PLAIN, "
+            f"sasl_username: zapflow, sasl_password: '${{file:{secret}}}'}}\n"
+        )
+        code, out, err = await run_cli(
+            "tail", "--config", str(tail_config), "actions", "--since", "1h", "--limit", "1"
+        )
+        assert code == 0, err
+        assert "whatsapp.send_text" in out, out
         assert await worker.stop() == 0, worker.log()
     finally:
         await worker.stop()
