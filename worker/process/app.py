@@ -67,6 +67,11 @@ def faust_settings(settings: ProcessSettings) -> dict[str, Any]:
         "topic_disable_leader": True,
         "web_enabled": False,
         "consumer_auto_offset_reset": "earliest",
+        # No standby replicas: a partition promoted from standby to active could hang its
+        # recovery for good ("No event received for active tp ... since recovery start"),
+        # found by the fleet chaos test in a rolling restart. A new owner replays the
+        # (compacted) changelog instead.
+        "table_standby_replicas": 0,
         # Every message event writes at least one changelog record (the message id) and
         # often a state change and an action: batch them (kafka-and-faust.md §5).
         "producer_linger": 0.005,

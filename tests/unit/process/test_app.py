@@ -217,3 +217,7 @@ async def test_an_event_whose_state_cannot_be_written_is_evaluated_again(
     assert [key for key, _ in sent(process_app)] == [b"auto-reply:01JA:0:-:fire"]
     assert process_app.processor.counters.state_retries == 1
     assert process_app.processor.counters.errors == 0
+
+
+def test_tables_have_no_standby_replicas() -> None:
+    assert faust_settings(ProcessSettings())["table_standby_replicas"] == 0
