@@ -9,7 +9,7 @@ Faust's fetcher also costs four tasks and an ``asyncio.wait`` per record it hand
 stream (``wait_first(callback, suspend_flow.wait())``), and waits up to a second for more
 records while a full stream buffer holds partitions back. A consumer that handed records
 over directly and fetched again sooner measured 20-30 % more events per second. Right after
-it came in, the fleet chaos test (``tests/integration/fleet/test_fleet_run.py``) lost 16 of
+it came in, the fleet chaos test (``tests/chaos/test_fleet_run.py``) lost 16 of
 592 messages in a rolling restart, so it was taken out and Faust's own hand-over is kept.
 The failure had the signature of a standby-recovery hang found later (one partition's
 events and actions stalled; fixed with ``table_standby_replicas=0``), so that consumer may

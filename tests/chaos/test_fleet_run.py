@@ -10,6 +10,13 @@ simulator's recorded sendText calls show, per message, whether it was answered a
 
 On failure the test says which topics hold a trace of each unanswered message (the event,
 an action record, a dead letter), which tells the stage that lost it.
+
+Run by ``make chaos``, not by ``make test``: the rolling restart still fails now and then
+(about one run in six to eight on a loaded machine). A few consecutive events of one
+partition are in the topic without an action record, so the rule stage's offsets moved
+past events it never produced actions for. The causes found so far are fixed (see
+docs/processing.md); this one is not yet understood, and a test that fails at random must
+not gate CI.
 """
 
 from __future__ import annotations
