@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -183,45 +183,44 @@ def build_app(
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
-    @app.agent(source, name="evaluate-events")
-    async def evaluate_events(stream: Any) -> None:
+    async def consume(
+        stream: Any, kind: str, evaluate: Callable[[Any], Awaitable[Sequence[Any]]]
+    ) -> None:
+        """Evaluate each event of ``stream`` and emit its records; ack after delivery."""
         stream = stream.noack()
-        acks = delivery["events"] = acking(stream)
+        acks = delivery[kind] = acking(stream)
         try:
             async for event in stream.events():
-                message = event.message
-                records = await until_written(
-                    partial(processor.process, event.value, message.partition, state, seen)
-                )
-                await acks.emit(message.tp, event, records)
+                await acks.emit(event.message.tp, event, await evaluate(event))
         finally:
             await acks.stop()
+
+    @app.agent(source, name="evaluate-events")
+    async def evaluate_events(stream: Any) -> None:
+        async def evaluate(event: Any) -> Sequence[Any]:
+            partition = event.message.partition
+            return await until_written(
+                partial(processor.process, event.value, partition, state, seen)
+            )
+
+        await consume(stream, "events", evaluate)
 
     @app.agent(rekeyed, name="evaluate-rekeyed")
     async def evaluate_rekeyed(stream: Any) -> None:
-        stream = stream.noack()
-        acks = delivery["rekeyed"] = acking(stream)
-        try:
-            async for event in stream.events():
-                message = event.message
-                records = await until_written(
-                    partial(processor.process_rekeyed, event.value, message.partition, state)
-                )
-                await acks.emit(message.tp, event, records)
-        finally:
-            await acks.stop()
+        async def evaluate(event: Any) -> Sequence[Any]:
+            partition = event.message.partition
+            return await until_written(
+                partial(processor.process_rekeyed, event.value, partition, state)
+            )
+
+        await consume(stream, "rekeyed", evaluate)
 
     @app.agent(ticks, name="fire-timers")
     async def fire_timers(stream: Any) -> None:
-        stream = stream.noack()
-        acks = delivery["ticks"] = acking(stream)
-        try:
-            async for event in stream.events():
-                message = event.message
-                records = processor.tick(message.partition, state, seen, datetime.now(UTC))
-                await acks.emit(message.tp, event, records)
-        finally:
-            await acks.stop()
+        async def evaluate(event: Any) -> Sequence[Any]:
+            return processor.tick(event.message.partition, state, seen, datetime.now(UTC))
+
+        await consume(stream, "ticks", evaluate)
 
     async def send_ticks() -> None:
         name = ticks.get_topic_name()
