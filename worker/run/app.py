@@ -168,6 +168,8 @@ class Assembly:
     #: The Faust app's own topics (changelogs, ticks) and their settings, created up front.
     internal: dict[str, dict[str, str]] = field(default_factory=dict)
     status_server: StatusServer | None = None
+    #: Keyword arguments of every aiokafka client of the run (``kafka.security``).
+    kafka_client: dict[str, Any] = field(default_factory=dict)
     #: Called on SIGHUP: the rules reload, the instances reload (see worker.run.reload).
     on_sighup: list[Callable[[], None]] = field(default_factory=list)
     kafka_probe: KafkaProbe | None = None
@@ -294,12 +296,11 @@ def assemble(
         from worker.process.topics import internal_topics
 
         built.internal.update(internal_topics(built.app))
-    probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers, client_settings(kafka.security))
+    client = built.kafka_client = client_settings(kafka.security)
+    probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers, client)
     lag = None
     if built.app is not None:
-        lag = LagProbe(
-            kafka.bootstrap_servers, str(built.app.conf.id), client_settings(kafka.security)
-        )
+        lag = LagProbe(kafka.bootstrap_servers, str(built.app.conf.id), client)
         obs.registry.register(LagCollector(lag))
         obs.readiness["consumers"] = _first_assignment(built.app)
     built.services.append(KafkaProbeRunner(probe, lag))
@@ -501,9 +502,8 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
     kafka = config.shared.kafka
     if built.app is None:
         return True
-    probe = built.kafka_probe or KafkaProbe(
-        kafka.bootstrap_servers, client_settings(kafka.security)
-    )
+    probe = built.kafka_probe
+    assert probe is not None, "assemble() makes the probe"
     delay, told = 1.0, False
     while True:
         await probe.check()
@@ -519,30 +519,28 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
             return False
         except TimeoutError:
             delay = min(delay * 2, 10.0)
-    await _create_topics(kafka, built.topics, built.internal)
+    await _create_topics(kafka, built)
     from worker.offsets import anchor_offsets
 
     await anchor_offsets(
         kafka.bootstrap_servers,
         str(built.app.conf.id),
         built.consumed,
-        client=client_settings(kafka.security),
+        client=built.kafka_client,
     )
     return True
 
 
-async def _create_topics(
-    kafka: Any, topics: list[str], internal: dict[str, dict[str, str]]
-) -> None:
-    if not topics or not kafka.create_topics:
+async def _create_topics(kafka: Any, built: Assembly) -> None:
+    if not built.topics or not kafka.create_topics:
         return
     from worker.topics import ensure_topics
 
     await ensure_topics(
         kafka.bootstrap_servers,
-        [*topics, *internal],
-        configs=internal,
-        client=client_settings(kafka.security),
+        [*built.topics, *built.internal],
+        configs=built.internal,
+        client=built.kafka_client,
         partitions=kafka.partitions,
         replication_factor=kafka.replication_factor,
     )
