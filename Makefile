@@ -49,10 +49,9 @@ unit: $(STAMP)
 integration: kafka-jars
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# The multi-process chaos tests with the counts they measure printed: tests/integration/fleet
-# (also part of make test) and tests/chaos (only here: see tests/chaos/test_fleet_run.py).
+# The multi-process chaos tests (also part of make test), with the counts they measure printed.
 chaos: kafka-jars
-	$(BIN)/pytest tests/integration/fleet tests/chaos -s $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration/fleet -s $(PYTEST_ARGS)
 
 bench: kafka-jars
 	$(BIN)/python -m bench

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import faust
 
+from worker.consumer import ConsumerCollector
 from worker.events import actions_topic, event_topic
 from worker.observability.server import Observability, StatusServer
 from worker.offsets import anchor_offsets
@@ -90,6 +91,7 @@ def serve_status(built: ProcessApp, port: int) -> None:
     processor = built.processor
     obs = Observability()
     obs.registry.register(ProcessCollector(processor))
+    obs.registry.register(ConsumerCollector(built.app))
     obs.status["process"] = lambda: status_section(processor)
     obs.readiness["rules"] = lambda: (True, f"version {processor.watcher.current.bundle.version}")
     server = StatusServer(obs, port=port)

@@ -293,9 +293,11 @@ def assemble(
         obs.status["ownership"] = lambda: ownership_status(ingest)
 
     if built.app is not None:
+        from worker.consumer import ConsumerCollector
         from worker.process.topics import internal_topics
 
         built.internal.update(internal_topics(built.app))
+        obs.registry.register(ConsumerCollector(built.app))
     client = built.kafka_client = client_settings(kafka.security)
     probe = built.kafka_probe = KafkaProbe(kafka.bootstrap_servers, client)
     lag = None
@@ -348,11 +350,12 @@ def _with_credentials(settings: Any, security: Any) -> Any:
 def _executor_only_app(config: RunConfig) -> Any:
     import faust
 
+    from worker.consumer import use_gapless_consumer
     from worker.streaming import QuietMonitor
 
     assert config.actions is not None
     kafka = config.shared.kafka
-    return faust.App(
+    app = faust.App(
         "zapflow-actions",
         broker=[f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")],
         store="rocksdb://",
@@ -365,6 +368,7 @@ def _executor_only_app(config: RunConfig) -> Any:
         broker_credentials=faust_credentials(kafka.security),
         Monitor=QuietMonitor,
     )
+    return use_gapless_consumer(app)
 
 
 def _process_counters(counters: Any) -> dict[str, int]:

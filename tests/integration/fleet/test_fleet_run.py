@@ -11,12 +11,9 @@ simulator's recorded sendText calls show, per message, whether it was answered a
 On failure the test says which topics hold a trace of each unanswered message (the event,
 an action record, a dead letter), which tells the stage that lost it.
 
-Run by ``make chaos``, not by ``make test``: the rolling restart still fails now and then
-(about one run in six to eight on a loaded machine). A few consecutive events of one
-partition are in the topic without an action record, so the rule stage's offsets moved
-past events it never produced actions for. The causes found so far are fixed (see
-docs/processing.md); this one is not yet understood, and a test that fails at random must
-not gate CI.
+Before worker/consumer.py, the rolling restart lost a few consecutive events of one
+partition about one run in six to eight: Faust dropped records on their way to the agent
+around a rebalance, and its commit guard let the offset move past them.
 """
 
 from __future__ import annotations

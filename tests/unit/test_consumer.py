@@ -1,0 +1,225 @@
+"""GaplessConsumer: what it commits, what acks it takes, how it reads a partition again.
+
+Pure unit tests on a consumer that is never started: the broker calls (seeks, fetches) are
+stand-ins, the bookkeeping is Faust's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import faust
+import pytest
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from worker.consumer import (
+    HOLE_GRACE_S,
+    ConsumerCollector,
+    GaplessConsumer,
+    use_gapless_consumer,
+)
+
+TOPIC = "zf.messages.upsert"
+P0 = TP(TOPIC, 0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def consumer(monkeypatch: pytest.MonkeyPatch) -> Iterator[GaplessConsumer]:
+    app = use_gapless_consumer(faust.App("zf-consumer-test", broker="kafka://127.0.0.1:1"))
+    app.topics._acking_topics.add(TOPIC)
+    app.consumer_generation_id = 3
+    consumer = app.consumer
+    assert isinstance(consumer, GaplessConsumer)
+    clock = Clock()
+    monkeypatch.setattr(consumer, "clock", clock)
+    monkeypatch.setattr(consumer, "assignment", lambda: {P0})
+    yield consumer
+
+
+def message(offset: int, generation: int = 3, tp: TP = P0) -> ConsumerMessage:
+    return ConsumerMessage(
+        tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp,
+        generation_id=generation,
+    )  # fmt: skip
+
+
+def ack_all(consumer: GaplessConsumer, *offsets: int) -> None:
+    for offset in offsets:
+        assert consumer.ack(message(offset)) is True
+
+
+def test_commits_the_run_of_acks_that_starts_at_the_committed_offset(
+    consumer: GaplessConsumer,
+) -> None:
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 85, 86, 87, 89)
+    assert consumer._new_offset(P0) == 88
+    assert consumer._acked[P0] == [89]
+
+
+def test_never_commits_past_an_event_missing_at_the_head(consumer: GaplessConsumer) -> None:
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 86, 87, 88)
+    # Faust's own guard lets one missing event through (it holds only from two on).
+    stock = faust_consumer.Consumer._new_offset(consumer, P0)
+    assert stock == 89
+    consumer._acked[P0] = [86, 87, 88]
+    consumer._acked_index[P0] = {86, 87, 88}
+    assert consumer._new_offset(P0) is None
+    assert consumer._acked[P0] == [86, 87, 88]
+    ack_all(consumer, 85)
+    assert consumer._new_offset(P0) == 89
+
+
+def test_holds_at_a_committed_offset_of_zero(consumer: GaplessConsumer) -> None:
+    consumer._committed_offset[P0] = 0
+    ack_all(consumer, 1, 2)
+    assert consumer._new_offset(P0) is None
+    ack_all(consumer, 0)
+    assert consumer._new_offset(P0) == 3
+
+
+def test_gaps_the_fetcher_saw_count_as_acked(consumer: GaplessConsumer) -> None:
+    consumer._committed_offset[P0] = 10
+    ack_all(consumer, 10, 11)
+    consumer._gap[P0].addi(12, 15)  # offsets 12-14 hold no record
+    ack_all(consumer, 15)
+    assert consumer._new_offset(P0) == 16
+
+
+def test_ignores_acks_of_another_generation(consumer: GaplessConsumer) -> None:
+    consumer._committed_offset[P0] = 5
+    stale = message(7, generation=2)
+    consumer._unacked_messages.add(stale)
+    assert consumer.ack(stale) is False
+    assert stale.acked
+    assert stale not in consumer._unacked_messages
+    assert consumer._acked[P0] == []
+
+
+async def test_assignment_forgets_acks_taken_since_the_revocation(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def assigned(self: Any, assigned: Any, generation_id: int = 0) -> None:
+        return None
+
+    monkeypatch.setattr(faust_consumer.Consumer, "on_partitions_assigned", assigned)
+    ack_all(consumer, 40, 41)
+    await consumer.on_partitions_assigned({P0}, 4)
+    assert consumer._acked[P0] == []
+    assert consumer._acked_index[P0] == set()
+
+
+async def test_seek_to_committed_seeks_to_zero_and_knows_it(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p1 = TP(TOPIC, 1)
+    sought: list[tuple[TP, int]] = []
+
+    async def committed(self: Any) -> dict[TP, int]:
+        return {P0: 0, p1: 12}
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
+    monkeypatch.setattr(consumer, "_seek", seek)
+    await consumer.perform_seek()
+    assert sought == [(P0, 0)]
+    assert consumer._committed_offset[P0] == 0
+    assert consumer._committed_offset[p1] == 12
+
+
+class Fetches:
+    """Stand-in for Faust's fetch: yields the given records, records the seeks."""
+
+    def __init__(self, consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.records: list[ConsumerMessage] = []
+        self.seeks: list[tuple[TP, int]] = []
+
+        async def getmany(_self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+            records, self.records = self.records, []
+            for record in records:
+                yield record.tp, record
+
+        async def seek(tp: TP, offset: int) -> None:
+            self.seeks.append((tp, offset))
+
+        monkeypatch.setattr(faust_consumer.Consumer, "getmany", getmany)
+        monkeypatch.setattr(consumer, "seek", seek)
+
+    async def fetch(self, consumer: GaplessConsumer, *offsets: int) -> list[int]:
+        self.records = [message(offset) for offset in offsets]
+        return [m.offset async for _, m in consumer.getmany(timeout=1.0)]
+
+
+def hold_past_grace(consumer: GaplessConsumer) -> None:
+    """Two commits, the grace period apart, find the same hole."""
+    assert consumer._new_offset(P0) is None
+    consumer.clock.now += HOLE_GRACE_S  # type: ignore[attr-defined]
+    assert consumer._new_offset(P0) is None
+
+
+async def test_a_hole_that_lasts_is_read_again_at_the_next_fetch(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(consumer, monkeypatch)
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 87, 88)
+    assert consumer._new_offset(P0) is None
+    assert await fetches.fetch(consumer, 89) == [89]
+    assert fetches.seeks == [], "no repair within the grace period"
+    consumer.clock.now += HOLE_GRACE_S  # type: ignore[attr-defined]
+    assert consumer._new_offset(P0) is None
+    assert await fetches.fetch(consumer, 85, 86, 87) == [85, 86, 87]
+    assert fetches.seeks == [(P0, 85)]
+    assert consumer.repairs == 1
+    ack_all(consumer, 85, 86)
+    assert consumer._new_offset(P0) == 89
+
+
+async def test_offsets_with_no_record_after_a_repair_count_as_acked(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(consumer, monkeypatch)
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 87, 88)
+    hold_past_grace(consumer)
+    # Read again from 85, the first record is 87: 85 and 86 are not in the log.
+    assert await fetches.fetch(consumer, 87, 88) == [87, 88]
+    assert consumer._new_offset(P0) == 89
+
+
+async def test_no_repair_once_the_partition_was_reassigned(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(consumer, monkeypatch)
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 87)
+    hold_past_grace(consumer)
+    consumer.app.consumer_generation_id = 4
+    await fetches.fetch(consumer, 85)
+    assert fetches.seeks == []
+    assert consumer.repairs == 0
+
+
+def test_the_rereads_are_a_metric(consumer: GaplessConsumer) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(ConsumerCollector(consumer.app))
+    assert b"zapflow_consumer_rereads_total 0.0" in generate_latest(registry)
+    consumer.repairs = 2
+    assert b"zapflow_consumer_rereads_total 2.0" in generate_latest(registry)

@@ -1,0 +1,265 @@
+"""The Faust consumer of every zapflow app: it never commits past an event no agent finished.
+
+Faust (faust-streaming 0.15) commits, per partition, the end of the first run of consecutive
+acked offsets. Around a rebalance it can lose events, and a rolling restart of two
+``zapflow run`` workers showed it (``tests/chaos/test_fleet_run.py``: a few consecutive
+events of one partition in the topic, no action record for them, the group's offset past
+them). Traced with per-offset logging, three faults combine:
+
+- **Records dropped between the fetcher and the agents.** Recovery resumes the flow before
+  its last seek to the committed offsets (faust-streaming#216, #221); records fetched in
+  between are handed over while the seek moves the read offset, and some never reach the
+  stream (the fetcher counts them as read, so it drops them when they come again).
+- **The commit guard is off by one.** Faust holds a commit back when the acked offsets do not
+  start at the committed one, but only when they start two or more past it
+  (``min(acked) - committed > 1``): an event missing at the head of a partition's acks is
+  committed past (faust-streaming#312, #606). A committed offset of 0 is not even known
+  (stored as ``None``), so there is no guard at all then.
+- **Acks from another generation count.** An event Faust skips because it belongs to the
+  previous generation, or one an agent finishes after a rebalance, is acked into the new
+  generation's bookkeeping, where it may be committed before this generation processed it.
+
+:class:`GaplessConsumer` fixes each at the commit:
+
+- the acks of a partition are reset when it is assigned, and an ack of a message from
+  another generation is ignored;
+- the committed offset is known exactly, 0 included (and the consumer is sought to it, which
+  aiokafka skips for 0);
+- a commit never passes an offset that was not acked: the acked offsets must start at the
+  committed one. zapflow's agents ack each partition in offset order (see
+  :mod:`worker.process.acks` and the executor's batches), so acks that start beyond the
+  committed offset mean the events before them were dropped on the way to the agent. After
+  :data:`HOLE_GRACE_S` the consumer reads the partition again from the committed offset, at
+  the next fetch (the fetcher is between batches then, so nothing is handed over while it
+  moves). The events already processed come again and are recognised as duplicates
+  downstream (message ids, idempotency keys); the dropped ones are processed, late and out
+  of order with the later events of their partition, which the log says.
+
+A record that really is absent at the committed offset (a compacted or deleted record, a
+transaction marker; zapflow's own topics have none) would keep the head missing for good:
+after a repair, the first record fetched for the partition shows which offsets are absent,
+and those count as acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from faust.transport.drivers.aiokafka import Consumer
+from faust.utils.functional import consecutive_numbers
+
+log = logging.getLogger("zapflow.kafka")
+
+_App = TypeVar("_App")
+
+#: How long acks may start beyond the committed offset before the partition is read again.
+#: Acks arrive in offset order, so the wait only covers an ack on its way, not slow work.
+HOLE_GRACE_S = 2.0
+
+
+@dataclass
+class _Hole:
+    """Acks of a partition that start beyond its committed offset."""
+
+    committed: int
+    first_acked: int
+    since: float
+
+
+@dataclass(frozen=True)
+class _Repair:
+    """A partition to read again from ``offset``, asked for in ``generation``."""
+
+    offset: int
+    generation: int
+
+
+class GaplessConsumer(Consumer):
+    """Faust's aiokafka consumer, committing only offsets every earlier event was acked for.
+
+    See the module documentation for why and how. ``clock`` is the monotonic clock the
+    grace period is measured with.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holes: dict[Any, _Hole] = {}
+        self._repairs: dict[Any, _Repair] = {}
+        #: Partitions read again, waiting for their first record: the offset they restart at.
+        self._restarted: dict[Any, int] = {}
+        #: The committed offsets the last seek went to.
+        self._sought: dict[Any, int] = {}
+        #: How many times a partition was read again to recover dropped events.
+        self.repairs = 0
+
+    # -- one generation's bookkeeping -------------------------------------------------------
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        # Acks that came in since the revocation belong to the generation before.
+        for tp in assigned:
+            for table in (self._acked, self._acked_index, self._gap):
+                table.pop(tp, None)
+            self._holes.pop(tp, None)
+            self._repairs.pop(tp, None)
+            self._restarted.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def ack(self, message: Any) -> bool:
+        if message.generation_id != self.app.consumer_generation_id:
+            # Processed (or skipped) under the previous assignment: this generation reads
+            # the event again from its committed offset and acks it then.
+            message.acked = True
+            self._unacked_messages.discard(message)
+            return False
+        return bool(super().ack(message))
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        offsets = await super().seek_to_committed()
+        for tp, offset in offsets.items():
+            if offset == 0:
+                # aiokafka seeks only to a committed offset above 0, leaving the position
+                # where an earlier assignment's fetches took it.
+                await self._seek(tp, 0)
+        self._sought = dict(offsets)
+        return offsets
+
+    async def perform_seek(self) -> None:
+        self._sought = {}
+        await super().perform_seek()
+        # Faust keeps a committed offset of 0 as "unknown", which turns its guard off.
+        for tp, offset in self._sought.items():
+            if offset == 0:
+                self._committed_offset[tp] = 0
+
+    # -- the commit ---------------------------------------------------------------------------
+
+    def _new_offset(self, tp: Any) -> int | None:
+        """The offset to commit for ``tp``: past the acked run that starts at the committed one.
+
+        Faust's own (0.15.3), with its gaps merged in the same way, but holding the commit
+        back whenever the acked offsets do not start exactly at the committed offset.
+        """
+        acked = self._acked[tp]
+        if not acked:
+            self._holes.pop(tp, None)
+            return None
+        max_offset = max(acked)
+        gap_for_tp = self._gap[tp]
+        if gap_for_tp:
+            candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
+            if candidates:
+                absent: list[int] = []
+                for entry in candidates:
+                    absent.extend(range(entry.begin, entry.end))
+                acked.extend(absent)
+                gap_for_tp.chop(0, max(absent[-1], max_offset + 1))
+        acked.sort()
+        committed = self._committed_offset[tp]
+        if committed is not None and acked[0] > committed:
+            self._hold(tp, committed, acked[0])
+            return None
+        self._holes.pop(tp, None)
+        batch = next(consecutive_numbers(acked))
+        acked[: len(batch)] = []
+        self._acked_index[tp].difference_update(batch)
+        return int(batch[-1]) + 1
+
+    def _hold(self, tp: Any, committed: int, first_acked: int) -> None:
+        now = self.clock()
+        hole = self._holes.get(tp)
+        if hole is None or hole.committed != committed:
+            self._holes[tp] = _Hole(committed, first_acked, now)
+            return
+        if now - hole.since < HOLE_GRACE_S or tp in self._repairs:
+            return
+        log.warning(
+            "%s[%d]: %s never reached an agent (lost between Faust's fetcher and the "
+            "agents, as happens around rebalances); reading the partition again from %d: "
+            "the events after them come again and are skipped as duplicates, these are "
+            "processed late and out of order",
+            tp.topic,
+            tp.partition,
+            _offsets(committed, first_acked),
+            committed,
+        )
+        self._repairs[tp] = _Repair(committed, self.app.consumer_generation_id)
+        hole.since = now
+
+    # -- reading a partition again ------------------------------------------------------------
+
+    def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        # Called by Faust's fetch loop between batches: nothing is being handed over, so a
+        # seek here cannot race a record on its way to a stream.
+        if self._repairs or self._restarted:
+            return self._getmany_after_repairs(timeout)
+        return super().getmany(timeout)
+
+    async def _getmany_after_repairs(
+        self,
+        timeout: float,  # noqa: ASYNC109 (Faust's fetch wait, passed on)
+    ) -> AsyncIterator[tuple[Any, Any]]:
+        await self._apply_repairs()
+        async for tp, message in super().getmany(timeout):
+            restart = self._restarted.pop(tp, None)
+            if restart is not None and message.offset > restart:
+                self._absent(tp, restart, message.offset)
+            yield tp, message
+
+    async def _apply_repairs(self) -> None:
+        repairs, self._repairs = self._repairs, {}
+        assignment = self.assignment()
+        for tp, repair in repairs.items():
+            if repair.generation != self.app.consumer_generation_id or tp not in assignment:
+                continue  # reassigned since: the new generation starts at the committed offset
+            await self.seek(tp, repair.offset)
+            self._restarted[tp] = repair.offset
+            self.repairs += 1
+
+    def _absent(self, tp: Any, start: int, first: int) -> None:
+        """Offsets ``start`` to ``first - 1`` hold no record: count them as acked."""
+        log.warning(
+            "%s[%d]: %s hold(s) no record (compacted, deleted or a transaction marker); "
+            "committing past",
+            tp.topic,
+            tp.partition,
+            _offsets(start, first),
+        )
+        gap = self._gap[tp]
+        gap.addi(start, first)
+        gap.merge_overlaps()
+
+
+class ConsumerCollector:
+    """``zapflow_consumer_rereads_total``: partitions read again by :class:`GaplessConsumer`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "zapflow_consumer_rereads",
+            "Partitions read again from their committed offset because events fetched from "
+            "them never reached an agent (logged with the offsets)",
+        )
+        consumer = self.app._consumer  # not created before the worker starts
+        family.add_metric([], getattr(consumer, "repairs", 0) if consumer is not None else 0)
+        yield family
+
+
+def _offsets(start: int, end: int) -> str:
+    """Offsets ``start`` to ``end - 1``, for a log line."""
+    return f"offset {start}" if end - start == 1 else f"offsets {start}-{end - 1}"
+
+
+def use_gapless_consumer(app: _App) -> _App:
+    """Make a Faust app (its consumer not created yet) consume with :class:`GaplessConsumer`."""
+    app.transport.Consumer = GaplessConsumer  # type: ignore[attr-defined]
+    return app
