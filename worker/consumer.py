@@ -2,9 +2,9 @@
 
 Faust (faust-streaming 0.15) commits, per partition, the end of the first run of consecutive
 acked offsets. Around a rebalance it can lose events, and a rolling restart of two
-``zapflow run`` workers showed it (``tests/chaos/test_fleet_run.py``: a few consecutive
-events of one partition in the topic, no action record for them, the group's offset past
-them). Traced with per-offset logging, three faults combine:
+``zapflow run`` workers showed it (``tests/integration/fleet/test_fleet_run.py``: a few
+consecutive events of one partition in the topic, no action record for them, the group's
+offset past them). Traced with per-offset logging, four faults combine:
 
 - **Records dropped between the fetcher and the agents.** Recovery resumes the flow before
   its last seek to the committed offsets (faust-streaming#216, #221); records fetched in
@@ -15,12 +15,18 @@ them). Traced with per-offset logging, three faults combine:
   (``min(acked) - committed > 1``): an event missing at the head of a partition's acks is
   committed past (faust-streaming#312, #606). A committed offset of 0 is not even known
   (stored as ``None``), so there is no guard at all then.
+- **Gaps inferred from stale records.** When a fetched offset jumps ahead of the last one
+  read, Faust takes the offsets between as absent from the log (compaction, transaction
+  markers) and commits past them. After a seek, the rest of a batch fetched before it makes
+  the same jump: a record lost on its way to the agent was then committed as "absent".
 - **Acks from another generation count.** An event Faust skips because it belongs to the
   previous generation, or one an agent finishes after a rebalance, is acked into the new
   generation's bookkeeping, where it may be committed before this generation processed it.
 
 :class:`GaplessConsumer` fixes each at the commit:
 
+- no offset counts as absent because the fetch skipped it (zapflow's topics are neither
+  compacted nor written in transactions);
 - the acks of a partition are reset when it is assigned, and an ack of a message from
   another generation is ignored;
 - the committed offset is known exactly, 0 included (and the consumer is sought to it, which
@@ -136,6 +142,14 @@ class GaplessConsumer(Consumer):
         for tp, offset in self._sought.items():
             if offset == 0:
                 self._committed_offset[tp] = 0
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """Faust's fetch loop found ``offset_from``..``offset_to - 1`` skipped: not trusted.
+
+        Records of a batch fetched before a seek make the same jump, so these offsets may be
+        records lost on their way to an agent. Offsets really absent from the log are found
+        by reading the partition again (:meth:`_absent`).
+        """
 
     # -- the commit ---------------------------------------------------------------------------
 

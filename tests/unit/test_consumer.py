@@ -20,7 +20,6 @@ from worker.consumer import (
     HOLE_GRACE_S,
     ConsumerCollector,
     GaplessConsumer,
-    use_gapless_consumer,
 )
 
 TOPIC = "zf.messages.upsert"
@@ -37,7 +36,8 @@ class Clock:
 
 @pytest.fixture
 def consumer(monkeypatch: pytest.MonkeyPatch) -> Iterator[GaplessConsumer]:
-    app = use_gapless_consumer(faust.App("zf-consumer-test", broker="kafka://127.0.0.1:1"))
+    app = faust.App("zf-consumer-test", broker="kafka://127.0.0.1:1")
+    app.transport.Consumer = GaplessConsumer
     app.topics._acking_topics.add(TOPIC)
     app.consumer_generation_id = 3
     consumer = app.consumer
@@ -91,7 +91,7 @@ def test_holds_at_a_committed_offset_of_zero(consumer: GaplessConsumer) -> None:
     assert consumer._new_offset(P0) == 3
 
 
-def test_gaps_the_fetcher_saw_count_as_acked(consumer: GaplessConsumer) -> None:
+def test_offsets_known_to_be_absent_count_as_acked(consumer: GaplessConsumer) -> None:
     consumer._committed_offset[P0] = 10
     ack_all(consumer, 10, 11)
     consumer._gap[P0].addi(12, 15)  # offsets 12-14 hold no record
@@ -223,3 +223,14 @@ def test_the_rereads_are_a_metric(consumer: GaplessConsumer) -> None:
     assert b"zapflow_consumer_rereads_total 0.0" in generate_latest(registry)
     consumer.repairs = 2
     assert b"zapflow_consumer_rereads_total 2.0" in generate_latest(registry)
+
+
+async def test_offsets_the_fetch_loop_saw_skipped_do_not_count_as_acked(
+    consumer: GaplessConsumer,
+) -> None:
+    consumer._committed_offset[P0] = 487
+    # After a seek back to 487, a record of a batch fetched before it (489) comes next.
+    await consumer._add_gap(P0, 488, 489)
+    ack_all(consumer, 487, 489)
+    assert consumer._new_offset(P0) == 488
+    assert consumer._new_offset(P0) is None
