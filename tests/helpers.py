@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
@@ -64,3 +66,13 @@ async def run_cli(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
             proc.kill()
             await proc.wait()
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM ``proc`` and wait for it to exit; SIGKILL it after ``timeout`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

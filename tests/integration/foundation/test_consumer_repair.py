@@ -4,7 +4,6 @@ zapflow's reads the partition again and the agent gets it (worker/consumer.py)."
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -16,7 +15,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import TopicPartition
 
 from tests.conftest import MakeTopic
-from tests.helpers import wait_for
+from tests.helpers import terminate, wait_for
 
 APP = Path(__file__).with_name("dropping_app.py")
 RECORDS = 60
@@ -64,12 +63,7 @@ async def _run(bootstrap: str, topic: str, consumer: str, tmp: Path) -> tuple[li
 
             await wait_for(all_committed, 90, 0.5, f"{consumer} consumer to commit {RECORDS}")
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            terminate(worker)
     seen = [int(line) for line in out.read_text().split()]
     return seen, log_path.read_text(errors="replace")
 

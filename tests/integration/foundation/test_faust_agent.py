@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.conftest import MakeTopic
+from tests.helpers import terminate
 
 APP = Path(__file__).with_name("echo_app.py")
 
@@ -67,10 +67,5 @@ async def test_faust_agent_processes_records_end_to_end(
         assert values == [b"OI", b"TUDO", b"BEM"]
         assert worker.poll() is None, "the worker exited early"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        terminate(worker)
         log.close()
