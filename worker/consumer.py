@@ -39,7 +39,10 @@ offset past them). Traced with per-offset logging, four faults combine:
   the next fetch (the fetcher is between batches then, so nothing is handed over while it
   moves). The events already processed come again and are recognised as duplicates
   downstream (message ids, idempotency keys); the dropped ones are processed, late and out
-  of order with the later events of their partition, which the log says.
+  of order with the later events of their partition, which the log says. An agent that
+  acked out of order (``concurrency`` above 1) would make the same pattern while an earlier
+  event is still being worked on: nothing is lost then, but a partition may be read again
+  for nothing.
 
 A record that really is absent at the committed offset (a compacted or deleted record, a
 transaction marker; zapflow's own topics have none) would keep the head missing for good:
