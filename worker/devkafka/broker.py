@@ -77,8 +77,15 @@ def free_port() -> int:
 
 
 def new_cluster_id() -> str:
-    """A cluster id in Kafka's own format: URL-safe base64 of 16 random bytes, unpadded."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id in Kafka's own format: URL-safe base64 of 16 random bytes, unpadded.
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool's
+    command line would take it for an option (one id in 64 did, and formatting failed).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 #: The broker's own SASL/PLAIN user (it connects to itself as one) when users are given.

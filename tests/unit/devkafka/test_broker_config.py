@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from pathlib import Path
 
+import pytest
+
+from worker.devkafka import broker
 from worker.devkafka.broker import new_cluster_id, server_properties
 
 
@@ -37,6 +41,15 @@ def test_cluster_ids_have_kafkas_format_and_differ() -> None:
     assert first != second
     assert len(first) == 22
     assert len(base64.urlsafe_b64decode(first + "==")) == 16
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xF8 in the first byte encodes as "-": the storage tool would read such an id as an option.
+    ids = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(int=7)])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(ids))
+    cluster_id = new_cluster_id()
+    assert not cluster_id.startswith("-")
+    assert base64.urlsafe_b64decode(cluster_id + "==") == uuid.UUID(int=7).bytes
 
 
 def test_with_users_the_client_port_speaks_sasl_plain_and_knows_exactly_them() -> None:
