@@ -58,8 +58,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers.aiokafka import Consumer
 from faust.utils.functional import consecutive_numbers
+from mode.utils.futures import notify
 
 log = logging.getLogger("zapflow.kafka")
 
@@ -67,7 +69,9 @@ _App = TypeVar("_App")
 
 #: How long acks may start beyond the committed offset before the partition is read again.
 #: Acks arrive in offset order, so the wait only covers an ack on its way, not slow work.
+#: It doubles with each read of the same hole, up to :data:`HOLE_GRACE_MAX_S`.
 HOLE_GRACE_S = 2.0
+HOLE_GRACE_MAX_S = 60.0
 
 
 @dataclass
@@ -77,6 +81,8 @@ class _Hole:
     committed: int
     first_acked: int
     since: float
+    #: How many times the partition was read again for this hole.
+    rereads: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,10 @@ class GaplessConsumer(Consumer):
         #: Partitions read again, waiting for their first record: the offset they restart at.
         self._restarted: dict[Any, int] = {}
         #: The committed offsets the last seek went to.
-        self._sought: dict[Any, int] = {}
+        self._sought: dict[Any, int | None] = {}
+        #: The committed offset of each assigned partition as this consumer last knew it.
+        #: Faust forgets its own at a revocation before its last commit of the partition.
+        self._floor: dict[Any, int] = {}
         #: How many times a partition was read again to recover dropped events.
         self.repairs = 0
 
@@ -114,6 +123,7 @@ class GaplessConsumer(Consumer):
         for tp in assigned:
             for table in (self._acked, self._acked_index, self._gap):
                 table.pop(tp, None)
+            self._floor.pop(tp, None)
             self._holes.pop(tp, None)
             self._repairs.pop(tp, None)
             self._restarted.pop(tp, None)
@@ -125,6 +135,7 @@ class GaplessConsumer(Consumer):
             # the event again from its committed offset and acks it then.
             message.acked = True
             self._unacked_messages.discard(message)
+            notify(self._waiting_for_ack)
             return False
         return bool(super().ack(message))
 
@@ -134,7 +145,10 @@ class GaplessConsumer(Consumer):
             if offset == 0:
                 # aiokafka seeks only to a committed offset above 0, leaving the position
                 # where an earlier assignment's fetches took it.
-                await self._seek(tp, 0)
+                try:
+                    await self._seek(tp, 0)
+                except IllegalStateError:
+                    continue  # no longer assigned: a rebalance is under way
         self._sought = dict(offsets)
         return offsets
 
@@ -143,8 +157,11 @@ class GaplessConsumer(Consumer):
         await super().perform_seek()
         # Faust keeps a committed offset of 0 as "unknown", which turns its guard off.
         for tp, offset in self._sought.items():
+            if offset is None:
+                continue
             if offset == 0:
                 self._committed_offset[tp] = 0
+            self._floor[tp] = offset
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Faust's fetch loop found ``offset_from``..``offset_to - 1`` skipped: not trusted.
@@ -178,6 +195,8 @@ class GaplessConsumer(Consumer):
                 gap_for_tp.chop(0, max(absent[-1], max_offset + 1))
         acked.sort()
         committed = self._committed_offset[tp]
+        if committed is None:
+            committed = self._floor.get(tp)
         if committed is not None and acked[0] > committed:
             self._hold(tp, committed, acked[0])
             return None
@@ -185,7 +204,8 @@ class GaplessConsumer(Consumer):
         batch = next(consecutive_numbers(acked))
         acked[: len(batch)] = []
         self._acked_index[tp].difference_update(batch)
-        return int(batch[-1]) + 1
+        offset = self._floor[tp] = int(batch[-1]) + 1
+        return offset
 
     def _hold(self, tp: Any, committed: int, first_acked: int) -> None:
         now = self.clock()
@@ -193,8 +213,9 @@ class GaplessConsumer(Consumer):
         if hole is None or hole.committed != committed:
             self._holes[tp] = _Hole(committed, first_acked, now)
             return
-        if now - hole.since < HOLE_GRACE_S or tp in self._repairs:
-            return
+        grace = min(HOLE_GRACE_S * 2**hole.rereads, HOLE_GRACE_MAX_S)
+        if now - hole.since < grace or tp in self._repairs or tp in self._restarted:
+            return  # an ack may be on its way, or the partition is being read again
         log.warning(
             "%s[%d]: %s never reached an agent (lost between Faust's fetcher and the "
             "agents, as happens around rebalances); reading the partition again from %d: "
@@ -207,6 +228,7 @@ class GaplessConsumer(Consumer):
         )
         self._repairs[tp] = _Repair(committed, self.app.consumer_generation_id)
         hole.since = now
+        hole.rereads += 1
 
     # -- reading a partition again ------------------------------------------------------------
 
@@ -221,20 +243,33 @@ class GaplessConsumer(Consumer):
         self,
         timeout: float,  # noqa: ASYNC109 (Faust's fetch wait, passed on)
     ) -> AsyncIterator[tuple[Any, Any]]:
-        await self._apply_repairs()
-        async for tp, message in super().getmany(timeout):
-            restart = self._restarted.pop(tp, None)
-            if restart is not None and message.offset > restart:
-                self._absent(tp, restart, message.offset)
-            yield tp, message
+        if self.flow_active:  # not while a rebalance holds the flow: the repairs wait
+            await self._apply_repairs()
+        async for item in super().getmany(timeout):
+            yield item
+
+    async def _wait_next_records(self, timeout: float) -> Any:  # noqa: ASYNC109 (Faust's)
+        records, active = await super()._wait_next_records(timeout)
+        if self._restarted and records:
+            # The records as Kafka returned them, before Faust picks what to hand over: the
+            # first one of a partition read again shows which offsets hold no record.
+            for tp, batch in records.items():
+                restart = self._restarted.pop(tp, None)
+                if restart is not None and batch and batch[0].offset > restart:
+                    self._absent(tp, restart, batch[0].offset)
+        return records, active
 
     async def _apply_repairs(self) -> None:
-        repairs, self._repairs = self._repairs, {}
-        assignment = self.assignment()
-        for tp, repair in repairs.items():
-            if repair.generation != self.app.consumer_generation_id or tp not in assignment:
+        for tp, repair in list(self._repairs.items()):
+            del self._repairs[tp]
+            if repair.generation != self.app.consumer_generation_id:
                 continue  # reassigned since: the new generation starts at the committed offset
-            await self.seek(tp, repair.offset)
+            try:
+                if tp not in self.assignment():
+                    continue
+                await self.seek(tp, repair.offset)
+            except IllegalStateError:
+                continue  # revoked meanwhile; the hole is found again if it is still there
             self._restarted[tp] = repair.offset
             self.repairs += 1
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.errors import IllegalStateError
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -117,9 +118,13 @@ async def test_assignment_forgets_acks_taken_since_the_revocation(
 
     monkeypatch.setattr(faust_consumer.Consumer, "on_partitions_assigned", assigned)
     ack_all(consumer, 40, 41)
+    consumer._floor[P0] = 40
+    consumer._gap[P0].addi(50, 52)
     await consumer.on_partitions_assigned({P0}, 4)
     assert consumer._acked[P0] == []
     assert consumer._acked_index[P0] == set()
+    assert not consumer._gap[P0]
+    assert P0 not in consumer._floor
 
 
 async def test_seek_to_committed_seeks_to_zero_and_knows_it(
@@ -143,20 +148,33 @@ async def test_seek_to_committed_seeks_to_zero_and_knows_it(
 
 
 class Fetches:
-    """Stand-in for Faust's fetch: yields the given records, records the seeks."""
+    """Stand-in for Faust's fetch: Kafka returns the given records, Faust hands them all over;
+    the seeks are recorded."""
 
     def __init__(self, consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.records: list[ConsumerMessage] = []
         self.seeks: list[tuple[TP, int]] = []
+        self.refuse_seeks = False
+
+        async def wait_next_records(_self: Any, timeout: float) -> tuple[Any, Any]:
+            records, self.records = self.records, []
+            batches: dict[TP, list[ConsumerMessage]] = {}
+            for record in records:
+                batches.setdefault(record.tp, []).append(record)
+            return batches, set(batches)
 
         async def getmany(_self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-            records, self.records = self.records, []
-            for record in records:
-                yield record.tp, record
+            batches, _ = await _self._wait_next_records(timeout)
+            for tp, batch in batches.items():
+                for record in batch:
+                    yield tp, record
 
         async def seek(tp: TP, offset: int) -> None:
+            if self.refuse_seeks:
+                raise IllegalStateError(f"{tp} is not assigned")
             self.seeks.append((tp, offset))
 
+        monkeypatch.setattr(faust_consumer.Consumer, "_wait_next_records", wait_next_records)
         monkeypatch.setattr(faust_consumer.Consumer, "getmany", getmany)
         monkeypatch.setattr(consumer, "seek", seek)
 
@@ -234,3 +252,57 @@ async def test_offsets_the_fetch_loop_saw_skipped_do_not_count_as_acked(
     ack_all(consumer, 487, 489)
     assert consumer._new_offset(P0) == 488
     assert consumer._new_offset(P0) is None
+
+
+async def test_no_commit_past_a_hole_while_faust_revokes_the_partition(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def committed(self: Any) -> dict[TP, int]:
+        return {P0: 100}
+
+    async def seek(tp: TP, offset: int) -> None:
+        return None
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
+    monkeypatch.setattr(consumer, "_seek", seek)
+    await consumer.perform_seek()
+    ack_all(consumer, 101, 102)
+    assert consumer._new_offset(P0) is None
+    # Faust's revocation forgets the partition's committed offset and acks, then commits
+    # once more; an event finished meanwhile is acked.
+    for table in (consumer._committed_offset, consumer._acked, consumer._acked_index):
+        table.pop(P0, None)
+    ack_all(consumer, 103)
+    assert consumer._new_offset(P0) is None
+
+
+async def test_a_hole_read_again_waits_longer_each_time(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(consumer, monkeypatch)
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 87)
+    hold_past_grace(consumer)
+    assert await fetches.fetch(consumer, 85, 86, 87) == [85, 86, 87]  # 85 lost again
+    assert fetches.seeks == [(P0, 85)]
+    consumer.clock.now += HOLE_GRACE_S  # type: ignore[attr-defined]
+    assert consumer._new_offset(P0) is None
+    await fetches.fetch(consumer, 88)
+    assert fetches.seeks == [(P0, 85)], "the second read waits twice as long"
+    consumer.clock.now += HOLE_GRACE_S  # type: ignore[attr-defined]
+    assert consumer._new_offset(P0) is None
+    await fetches.fetch(consumer, 85)
+    assert fetches.seeks == [(P0, 85), (P0, 85)]
+
+
+async def test_a_partition_revoked_before_its_repair_does_not_stop_the_fetch(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(consumer, monkeypatch)
+    fetches.refuse_seeks = True
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, 87)
+    hold_past_grace(consumer)
+    assert await fetches.fetch(consumer, 90) == [90]
+    assert consumer.repairs == 0
+    assert consumer._repairs == {}
