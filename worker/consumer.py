@@ -197,6 +197,13 @@ class GaplessConsumer(Consumer):
         committed = self._committed_offset[tp]
         if committed is None:
             committed = self._floor.get(tp)
+        if committed is not None and acked[0] < committed:
+            # Acked once Faust had forgotten the committed offset (a revocation): behind it.
+            behind = [offset for offset in acked if offset < committed]
+            del acked[: len(behind)]
+            self._acked_index[tp].difference_update(behind)
+            if not acked:
+                return None
         if committed is not None and acked[0] > committed:
             self._hold(tp, committed, acked[0])
             return None
