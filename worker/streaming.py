@@ -13,8 +13,8 @@ failed the fleet chaos test (``tests/integration/fleet/test_fleet_run.py``) twic
 used: the first time it lost 16 of 592 messages in a rolling restart; the second time, on
 top of :mod:`worker.consumer` (which closed the losses), one run in eight hung a
 partition's table recovery ("No event received for active tp ... since recovery start"),
-leaving 50 of 1,085 messages unanswered. With Faust's own hand-over, 16 runs of the same
-test (64 restarts) had no such hang.
+leaving 50 of 1,085 messages unanswered. With Faust's own hand-over, 21 runs of the same
+test (84 restarts) had no such hang.
 """
 
 from __future__ import annotations
