@@ -54,6 +54,17 @@ def write_config(
     return path
 
 
+def new_worker(
+    bootstrap: str, root: Path, prefix: str, rules_text: str, store: str = "memory://"
+) -> WorkerProcess:
+    """A ``zapflow process`` worker (not started) with its rules, config and log under ``root``."""
+    rules = root / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(rules_text)
+    config = write_config(root / "zapflow.yaml", bootstrap, prefix, root / "data", store)
+    return WorkerProcess(config, rules, root / "worker.log", prefix=prefix)
+
+
 @dataclass
 class WorkerProcess:
     """One ``zapflow process`` subprocess, its output in a log file."""
@@ -63,6 +74,8 @@ class WorkerProcess:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     _log_offset: int = field(default=0)
+    #: The topic prefix of its config.
+    prefix: str = ""
 
     def start(self) -> None:
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0

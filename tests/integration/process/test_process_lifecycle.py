@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.process.harness import Kafka, WorkerProcess, envelope, write_config
+from tests.integration.process.harness import (
+    Kafka,
+    WorkerProcess,
+    envelope,
+    new_worker,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +71,7 @@ def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Ite
     prefix = unique_prefix
 
     def make(rules_text: str, store: str = "memory://") -> WorkerProcess:
-        rules = tmp_path / "rules"
-        rules.mkdir()
-        (rules / "rules.yaml").write_text(rules_text)
-        config = write_config(
-            tmp_path / "zapflow.yaml", kafka_bootstrap, prefix, tmp_path / "data", store
-        )
-        process = WorkerProcess(config, rules, tmp_path / "worker.log")
-        process.prefix = prefix  # type: ignore[attr-defined]
+        process = new_worker(kafka_bootstrap, tmp_path, prefix, rules_text, store)
         started.append(process)
         process.start()
         return process

@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.process.harness import Kafka, WorkerProcess, envelope, write_config
+from tests.integration.process.harness import (
+    Kafka,
+    WorkerProcess,
+    envelope,
+    new_worker,
+)
 from worker.events import event_topic
 from worker.process.forward import rekeyed_topic_name
 
@@ -68,15 +73,8 @@ def worker(
 ) -> Iterator[WorkerProcess]:
     root = tmp_path_factory.mktemp("rekeyed")
     prefix = f"t-{uuid.uuid4().hex[:8]}."
-    rules = root / "rules"
-    rules.mkdir()
-    (rules / "rules.yaml").write_text(RULES)
-    config = write_config(
-        root / "zapflow.yaml", kafka_bootstrap, prefix, root / "data", store="rocksdb://"
-    )
-    process = WorkerProcess(config, rules, root / "worker.log")
+    process = new_worker(kafka_bootstrap, root, prefix, RULES, store="rocksdb://")
     process.start()
-    process.prefix = prefix  # type: ignore[attr-defined]
     try:
         yield process
     finally:
@@ -86,7 +84,7 @@ def worker(
 async def test_a_throttle_per_instance_holds_across_chats_on_different_partitions(
     worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
-    prefix = worker.prefix  # type: ignore[attr-defined]
+    prefix = worker.prefix
     chats = [f"55119876543{n:02d}@s.whatsapp.net" for n in range(1, 7)]
     async with Kafka(kafka_bootstrap, prefix) as kafka:
         partitions = await kafka.produce(*(text("shop-1", chat, "preço") for chat in chats))
@@ -109,7 +107,7 @@ async def test_a_throttle_per_instance_holds_across_chats_on_different_partition
 async def test_a_for_deadline_of_a_rekeyed_rule_fires_with_no_further_event(
     worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
-    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:  # type: ignore[attr-defined]
+    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(text("shop-2", "5521900000001@s.whatsapp.net", "socorro"))
         try:
             await kafka.wait_for(lambda a: any(x["rule_id"] == "help-unanswered" for x in a))

@@ -14,8 +14,8 @@ from tests.integration.process.harness import (
     WorkerProcess,
     envelope,
     new_id,
+    new_worker,
     own_message_id,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -129,16 +129,8 @@ def worker(
 ) -> Iterator[WorkerProcess]:
     root = tmp_path_factory.mktemp("process")
     prefix = f"t-{uuid.uuid4().hex[:8]}."
-    rules = root / "rules"
-    rules.mkdir()
-    (rules / "rules.yaml").write_text(RULES)
-    process = WorkerProcess(
-        write_config(root / "zapflow.yaml", kafka_bootstrap, prefix, root / "data"),
-        rules,
-        root / "worker.log",
-    )
+    process = new_worker(kafka_bootstrap, root, prefix, RULES)
     process.start()
-    process.prefix = prefix  # type: ignore[attr-defined]
     try:
         yield process
     finally:
@@ -148,7 +140,7 @@ def worker(
 async def test_contact_text_gets_one_reply_and_our_echoes_none(
     worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
-    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:  # type: ignore[attr-defined]
+    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(contact_text("3A6B1C2D3E4F5A6B7C8D"))
         [reply] = await kafka.wait_for(lambda a: len(a) >= 1)
         assert (reply["rule_id"], reply["kind"], reply["instance"]) == (
@@ -182,7 +174,7 @@ async def test_contact_text_gets_one_reply_and_our_echoes_none(
 async def test_logged_out_close_alerts_and_a_long_close_alerts_with_no_further_event(
     worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
-    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:  # type: ignore[attr-defined]
+    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(
             envelope(
                 "connection.update", {"instance": "shop-bot", "state": "close", "statusReason": 401}
@@ -219,7 +211,7 @@ async def test_group_add_of_two_welcomes_each(worker: WorkerProcess, kafka_boots
             "5521998765432@s.whatsapp.net",
         ],
     }
-    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:  # type: ignore[attr-defined]
+    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
         await kafka.produce(envelope("group-participants.update", added))
         await kafka.wait_for(lambda a: len([x for x in a if x["rule_id"] == "group-welcome"]) >= 2)
         welcomes = kafka.by_rule("group-welcome")
