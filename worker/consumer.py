@@ -108,8 +108,6 @@ class GaplessConsumer(Consumer):
         self._repairs: dict[Any, _Repair] = {}
         #: Partitions read again, waiting for their first record: the offset they restart at.
         self._restarted: dict[Any, int] = {}
-        #: The committed offsets the last seek went to.
-        self._sought: dict[Any, int | None] = {}
         #: The committed offset of each assigned partition as this consumer last knew it.
         #: Faust forgets its own at a revocation before its last commit of the partition.
         self._floor: dict[Any, int] = {}
@@ -141,7 +139,11 @@ class GaplessConsumer(Consumer):
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         offsets = await super().seek_to_committed()
-        for tp, offset in offsets.items():
+        committed: Mapping[Any, int | None] = offsets  # aiokafka's None: never committed
+        for tp, offset in committed.items():
+            if offset is None:
+                continue  # nothing committed: the reset policy applies
+            self._floor[tp] = offset
             if offset == 0:
                 # aiokafka seeks only to a committed offset above 0, leaving the position
                 # where an earlier assignment's fetches took it.
@@ -149,19 +151,14 @@ class GaplessConsumer(Consumer):
                     await self._seek(tp, 0)
                 except IllegalStateError:
                     continue  # no longer assigned: a rebalance is under way
-        self._sought = dict(offsets)
         return offsets
 
     async def perform_seek(self) -> None:
-        self._sought = {}
         await super().perform_seek()
         # Faust keeps a committed offset of 0 as "unknown", which turns its guard off.
-        for tp, offset in self._sought.items():
-            if offset is None:
-                continue
-            if offset == 0:
+        for tp, floor in self._floor.items():
+            if floor == 0 and self._committed_offset.get(tp) is None:
                 self._committed_offset[tp] = 0
-            self._floor[tp] = offset
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Faust's fetch loop found ``offset_from``..``offset_to - 1`` skipped: not trusted.
@@ -242,7 +239,7 @@ class GaplessConsumer(Consumer):
     def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         # Called by Faust's fetch loop between batches: nothing is being handed over, so a
         # seek here cannot race a record on its way to a stream.
-        if self._repairs or self._restarted:
+        if self._repairs:
             return self._getmany_after_repairs(timeout)
         return super().getmany(timeout)
 

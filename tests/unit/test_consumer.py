@@ -127,20 +127,28 @@ async def test_assignment_forgets_acks_taken_since_the_revocation(
     assert P0 not in consumer._floor
 
 
-async def test_seek_to_committed_seeks_to_zero_and_knows_it(
-    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    p1 = TP(TOPIC, 1)
+def committed_at(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch, offsets: dict[TP, int]
+) -> list[tuple[TP, int]]:
+    """Make the group's committed offsets ``offsets``; returns the seeks made, as they come."""
     sought: list[tuple[TP, int]] = []
 
     async def committed(self: Any) -> dict[TP, int]:
-        return {P0: 0, p1: 12}
+        return offsets
 
     async def seek(tp: TP, offset: int) -> None:
         sought.append((tp, offset))
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
     monkeypatch.setattr(consumer, "_seek", seek)
+    return sought
+
+
+async def test_seek_to_committed_seeks_to_zero_and_knows_it(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p1 = TP(TOPIC, 1)
+    sought = committed_at(consumer, monkeypatch, {P0: 0, p1: 12})
     await consumer.perform_seek()
     assert sought == [(P0, 0)]
     assert consumer._committed_offset[P0] == 0
@@ -257,14 +265,7 @@ async def test_offsets_the_fetch_loop_saw_skipped_do_not_count_as_acked(
 async def test_no_commit_past_a_hole_while_faust_revokes_the_partition(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def committed(self: Any) -> dict[TP, int]:
-        return {P0: 100}
-
-    async def seek(tp: TP, offset: int) -> None:
-        return None
-
-    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
-    monkeypatch.setattr(consumer, "_seek", seek)
+    committed_at(consumer, monkeypatch, {P0: 100})
     await consumer.perform_seek()
     ack_all(consumer, 101, 102)
     assert consumer._new_offset(P0) is None
