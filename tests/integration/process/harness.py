@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.actions.ids import message_id_for
+from worker.console.tail import topic_partitions
 from worker.events import actions_topic, event_topic
 
 _CHAT_EVENTS = ("messages.", "chats.", "send.message", "presence.update")
@@ -243,17 +244,7 @@ class Kafka:
 
     async def _end_offsets(self, topics: Sequence[str]) -> dict[TopicPartition, int]:
         assert self._consumer is not None
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(topics))
-        finally:
-            await admin.close()
-        tps = [
-            TopicPartition(topic["topic"], partition["partition"])
-            for topic in described
-            for partition in topic["partitions"]
-        ]
+        tps = await topic_partitions(self.bootstrap, list(topics))
         return dict(await self._consumer.end_offsets(tps))
 
     async def wait_for(
