@@ -5,23 +5,30 @@ The :class:`faust.Monitor` sensor keeps per-event and per-send statistics (dicts
 stream, topic and partition, timestamps, deques of latencies) that only Faust's web views
 read; the stages serve their own counters. :class:`QuietMonitor` skips those.
 
-Faust's fetcher also costs four tasks and an ``asyncio.wait`` per record it hands to a
-stream (``wait_first(callback, suspend_flow.wait())``), and waits up to a second for more
-records while a full stream buffer holds partitions back. A consumer that handed records
-over directly and fetched again sooner measured 20-30 % more events per second. It has
-failed the fleet chaos test (``tests/integration/fleet/test_fleet_run.py``) twice and is not
-used: the first time it lost 16 of 592 messages in a rolling restart; the second time, on
-top of :mod:`worker.consumer` (which closed the losses), one run in eight hung a
-partition's table recovery ("No event received for active tp ... since recovery start"),
-leaving 50 of 1,085 messages unanswered. With Faust's own hand-over, 21 runs of the same
-test (84 restarts) had no such hang.
+Faust's fetcher hands each record to the streams through ``Service.wait_first(callback,
+suspend_flow.wait())``: four tasks and an ``asyncio.wait`` per record, so that a callback
+blocked on a full stream buffer or on a rebalance can be abandoned. The callback blocks on
+neither almost always. :func:`hand_over` runs it in the fetcher's own task until it first
+suspends, as an eager task does (``asyncio.eager_task_factory`` from Python 3.12), and only
+then waits for the rest of it against ``suspend_flow`` as Faust does. While the flow is
+suspended it goes through ``wait_first`` from the start, exactly as before.
+
+An earlier consumer that did this and also fetched again sooner while stream buffers were
+full failed the fleet chaos test (``tests/integration/fleet/test_fleet_run.py``) twice: the
+first time it lost 16 of 592 messages in a rolling restart (the losses :mod:`worker.consumer`
+has closed since); the second time, on top of that consumer, one run in eight hung a
+partition's table recovery ("No event received for active tp ... since recovery start").
+The hand-over alone is what is used now (see ``docs/processing.md``).
 """
 
 from __future__ import annotations
 
+import types
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 
 from faust.sensors.monitor import Monitor
+from mode import Service
 
 
 class QuietMonitor(Monitor):
@@ -60,3 +67,48 @@ class QuietMonitor(Monitor):
 
     def track_tp_end_offset(self, tp: Any, offset: int) -> None:
         return None
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Carry on a coroutine that was stepped by hand and suspended on ``yielded``.
+
+    Hands what it waits on to the task that awaits this, then passes results and exceptions
+    (a cancellation included) back into it, as ``await`` would have done from the start.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await _resume(coro, yielded)
+
+
+async def hand_over(consumer: Service, suspend_flow: Any, delivery: Awaitable[Any]) -> None:
+    """Run the conductor's callback for one record, abandoning it if the flow is suspended.
+
+    What Faust's fetcher does with ``consumer.wait_first(delivery, suspend_flow.wait())``,
+    without a task per record when the callback finishes without suspending (module doc).
+    """
+    if suspend_flow.is_set() or not isinstance(delivery, Coroutine):
+        await consumer.wait_first(delivery, suspend_flow.wait())
+        return
+    try:
+        yielded = delivery.send(None)
+    except StopIteration:
+        return
+    await consumer.wait_first(_finish(delivery, yielded), suspend_flow.wait())

@@ -6,6 +6,7 @@ stand-ins, the bookkeeping is Faust's own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from worker.consumer import (
+    HELD_BACK_FETCH_WAIT_S,
     HOLE_GRACE_S,
     ConsumerCollector,
     GaplessConsumer,
@@ -312,3 +314,52 @@ async def test_a_partition_revoked_before_its_repair_does_not_stop_the_fetch(
     assert await fetches.fetch(consumer, 90) == [90]
     assert consumer.repairs == 0
     assert consumer._repairs == {}
+
+
+class Waits:
+    """Stand-in for Faust's own wait for records: the timeouts it was called with."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.timeouts: list[float] = []
+
+        async def wait_next_records(_self: Any, timeout: float) -> tuple[Any, Any]:
+            self.timeouts.append(timeout)
+            return {}, set()
+
+        monkeypatch.setattr(faust_consumer.Consumer, "_wait_next_records", wait_next_records)
+
+
+async def test_fetches_with_faust_wait_while_no_partition_is_held_back(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits = Waits(monkeypatch)
+    await consumer._wait_next_records(1.0)
+    assert waits.timeouts == [1.0]
+
+
+async def test_fetches_with_a_short_wait_while_a_full_stream_holds_partitions_back(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits = Waits(monkeypatch)
+    p1 = TP(TOPIC, 1)
+    consumer._active_partitions = {p1}
+    consumer.on_buffer_full(P0)
+    assert consumer._buffered_partitions == {P0}
+    await consumer._wait_next_records(1.0)
+    assert waits.timeouts == [HELD_BACK_FETCH_WAIT_S]
+
+
+async def test_waits_for_room_when_every_partition_is_held_back(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits = Waits(monkeypatch)
+    consumer._active_partitions = {P0}
+    consumer.on_buffer_full(P0)
+    assert not consumer._get_active_partitions()
+    waiting = asyncio.ensure_future(consumer._wait_next_records(30.0))
+    await asyncio.sleep(0)
+    assert not waiting.done() and waits.timeouts == [], "no fetch before there is room"
+    consumer.on_buffer_drop(P0)
+    await asyncio.wait_for(waiting, 5.0)  # far less than Faust's 30 s
+    assert waits.timeouts == [HELD_BACK_FETCH_WAIT_S]
+    assert consumer._get_active_partitions() == {P0}

@@ -1,0 +1,90 @@
+"""hand_over: Faust's record hand-over without a task per record, same outcome otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from mode import Service
+
+from worker.streaming import hand_over
+
+
+class Spied(Service):
+    """A mode service that counts its ``wait_first`` calls (Faust's hand-over)."""
+
+    waits = 0
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        self.waits += 1
+        return await super().wait_first(*coros, timeout=timeout)
+
+
+async def test_a_callback_that_never_suspends_runs_in_the_callers_task() -> None:
+    service, suspend = Spied(), asyncio.Event()
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def deliver() -> None:
+        tasks.append(asyncio.current_task())
+
+    await hand_over(service, suspend, deliver())
+    assert tasks == [asyncio.current_task()]
+    assert service.waits == 0
+
+
+async def test_a_callback_that_suspends_is_finished_as_faust_would() -> None:
+    service, suspend = Spied(), asyncio.Event()
+    room: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    got: list[str] = []
+
+    async def deliver() -> str:
+        got.append(await room)
+        return "delivered"
+
+    handing = asyncio.ensure_future(hand_over(service, suspend, deliver()))
+    await asyncio.sleep(0)
+    assert not handing.done()
+    room.set_result("record")
+    await asyncio.wait_for(handing, 5.0)
+    assert got == ["record"]
+    assert service.waits == 1
+
+
+async def test_a_suspended_callback_is_abandoned_when_the_flow_is_suspended() -> None:
+    service, suspend = Spied(), asyncio.Event()
+    outcome: list[str] = []
+
+    async def deliver() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # a full buffer that stays full
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    handing = asyncio.ensure_future(hand_over(service, suspend, deliver()))
+    await asyncio.sleep(0)
+    suspend.set()
+    await asyncio.wait_for(handing, 5.0)
+    assert outcome == ["cancelled"]
+
+
+async def test_while_the_flow_is_suspended_every_record_goes_through_wait_first() -> None:
+    service, suspend = Spied(), asyncio.Event()
+    suspend.set()
+
+    async def deliver() -> None:
+        return None
+
+    await hand_over(service, suspend, deliver())
+    assert service.waits == 1
+
+
+async def test_an_error_in_the_callback_reaches_the_fetch_loop() -> None:
+    service, suspend = Spied(), asyncio.Event()
+
+    async def deliver() -> None:
+        raise ValueError("undecodable record")
+
+    with pytest.raises(ValueError, match="undecodable"):
+        await hand_over(service, suspend, deliver())
