@@ -25,6 +25,7 @@ from worker.process.state import (
     apply_changes,
     expired_keys,
     keys_of_rules,
+    partition_items,
     partition_state,
     remember,
     rule_id_of,
@@ -247,16 +248,17 @@ class EventProcessor:
         now_s: float,
     ) -> dict[str, Any]:
         """Walk one partition; returns its whole state for ``fire_due``."""
-        items = list(state.items())
+        items = list(partition_items(state, partition))
         if self._purge_rules and partition not in self._purged:
             for key in keys_of_rules(items, partition, self._purge_rules):
                 del state[key]
             self._purged.add(partition)
-            items = list(state.items())
+            items = list(partition_items(state, partition))
         local = partition_state(items, partition)
         timer_rules = self._timer_rules
         self._timer_keys[partition] = {k for k in local if rule_id_of(k) in timer_rules}
-        for key in expired_keys(list(seen.items()), partition, now_s, self.dedupe_ttl_s):
+        seen_items = list(partition_items(seen, partition))
+        for key in expired_keys(seen_items, partition, now_s, self.dedupe_ttl_s):
             del seen[key]
         self.counters.sweeps += 1
         return local
