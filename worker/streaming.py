@@ -23,12 +23,32 @@ The hand-over alone is what is used now (see ``docs/processing.md``).
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 
 from faust.sensors.monitor import Monitor
 from mode import Service
+
+#: How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
+#: A Faust worker runs two busy threads: the Kafka consumer's event loop and the agents'.
+#: Each socket write or poll of one releases the GIL and then waits up to the whole interval
+#: for the other to give it back; at 500 events/s end to end that was the largest share of
+#: the stages' samples (py-spy) and ~20 ms of the median latency (``bench/README.md``).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def prepare_worker(worker: Any) -> None:
+    """Settings every zapflow Faust (or mode) worker gets before it starts.
+
+    No terminal spinner: at a log level of WARNING or above it sets the root logger to
+    DEBUG (``faust.worker._setup_spinner_handler``), so every debug record of aiokafka and
+    Faust is built and handled, hundreds of µs per event. And a short GIL switch interval
+    (:data:`SWITCH_INTERVAL_S`).
+    """
+    worker.spinner = None
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 class QuietMonitor(Monitor):

@@ -88,3 +88,20 @@ async def test_an_error_in_the_callback_reaches_the_fetch_loop() -> None:
 
     with pytest.raises(ValueError, match="undecodable"):
         await hand_over(service, suspend, deliver())
+
+
+def test_workers_start_without_a_spinner_and_with_a_short_gil_switch_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from worker.streaming import SWITCH_INTERVAL_S, prepare_worker
+
+    intervals: list[float] = []
+    monkeypatch.setattr(sys, "setswitchinterval", intervals.append)
+    worker = SimpleNamespace(spinner=object())
+    prepare_worker(worker)
+    assert worker.spinner is None
+    assert intervals == [SWITCH_INTERVAL_S]
+    assert SWITCH_INTERVAL_S < 0.005  # below Python's default

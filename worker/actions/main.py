@@ -15,6 +15,7 @@ from worker.actions.settings import SettingsError, settings_from_mapping
 from worker.cli import CommandError
 from worker.events import actions_topic, dlq_topic
 from worker.offsets import anchor_offsets
+from worker.streaming import prepare_worker
 from worker.topics import TopicLayoutError, ensure_topics
 
 
@@ -65,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
     loop.run_until_complete(anchor_offsets(options.bootstrap_servers, options.app_id, [topic]))
     app, _ = build_app(settings, options)
     worker = Worker(app, loglevel=args.log_level, loop=loop)
-    # At a log level of WARNING or above, Faust's terminal spinner sets the root logger to
-    # DEBUG (faust.worker._setup_spinner_handler), so every debug record of aiokafka and
-    # Faust is built and handled: hundreds of µs per record. No spinner.
-    worker.spinner = None
+    prepare_worker(worker)
     worker.execute_from_commandline()
 
 

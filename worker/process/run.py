@@ -18,6 +18,7 @@ from worker.process.metrics import ProcessCollector, status_section
 from worker.process.reload import RulesWatcher
 from worker.process.settings import ProcessSettings
 from worker.process.topics import internal_topics
+from worker.streaming import prepare_worker
 from worker.topics import ensure_topics
 
 log = logging.getLogger("zapflow.process")
@@ -71,10 +72,7 @@ def run_process(
         serve_status(built, settings.http_port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(built.app, loglevel=loglevel, loop=loop, redirect_stdouts=False)
-    # At a log level of WARNING or above, Faust's terminal spinner sets the root logger to
-    # DEBUG and handles every debug record of aiokafka and Faust (faust/worker.py,
-    # _setup_spinner_handler): measured at several hundred µs per event. No spinner.
-    worker.spinner = None
+    prepare_worker(worker)
     if created:
         print(f"zapflow process: created topics {', '.join(created)}", flush=True)
     try:

@@ -32,6 +32,7 @@ from worker.observability.server import Observability, StatusServer
 from worker.run.config import RunConfig
 from worker.run.metrics import IngestCollector, ProcessCollector, RuleTally, TallyingEngine
 from worker.run.services import IngestRunner, StatusRunner
+from worker.streaming import prepare_worker
 
 log = logging.getLogger("zapflow.run")
 
@@ -478,9 +479,7 @@ def run(
             logging_config=logs,
             redirect_stdouts=False,
         )
-    # At a log level of WARNING or above, Faust's terminal spinner sets the root logger to
-    # DEBUG (faust.worker._setup_spinner_handler), which costs hundreds of µs per event.
-    worker.spinner = None
+    prepare_worker(worker)
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
