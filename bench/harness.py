@@ -208,6 +208,23 @@ def read_usage(pid: int) -> Usage:
     return Usage(now, cpu, rss, peak)
 
 
+def jit_cpu(pid: int) -> float:
+    """CPU seconds so far of a JVM's JIT compiler threads (``C1/C2 CompilerThread<n>``).
+
+    A JVM that was just started spends a good part of its CPU compiling hot code for its
+    first minute or so of load; a benchmark of a long-running broker waits until that is
+    over.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            if "CompilerThre" in stat[stat.index("(") : stat.rindex(")")]:
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
 def machine_cpu() -> tuple[float, float]:
     """Busy and total CPU seconds of the whole machine so far, over all cores (/proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
