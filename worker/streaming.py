@@ -18,7 +18,9 @@ full failed the fleet chaos test (``tests/integration/fleet/test_fleet_run.py``)
 first time it lost 16 of 592 messages in a rolling restart (the losses :mod:`worker.consumer`
 has closed since); the second time, on top of that consumer, one run in eight hung a
 partition's table recovery ("No event received for active tp ... since recovery start").
-The hand-over alone is what is used now (see ``docs/processing.md``).
+Both halves are back on top of it (the shorter fetch wait with a 50 ms wait instead of
+10 ms, in :class:`worker.consumer.GaplessConsumer`), and 14 runs of a four-restart rolling
+restart passed (see ``docs/processing.md``).
 """
 
 from __future__ import annotations
