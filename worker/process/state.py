@@ -59,9 +59,8 @@ def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[
 
     A Faust table on the RocksDB store keeps each partition in a database of its own: only
     that one is read. Any other mapping (the memory store, a dict) is read whole. Walking
-    every partition's keys for each partition's sweep cost O(keys x partitions) a minute
-    and held the event loop for as long: with a few tens of thousands of remembered message
-    ids, about a second per minute in which nothing else ran.
+    every partition's keys for each partition's sweep cost O(keys x partitions) a minute,
+    with the event loop held meanwhile (``bench/README.md``).
     """
     store: Any = getattr(table, "data", None)
     databases = getattr(store, "_dbs", None)
