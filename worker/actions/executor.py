@@ -77,10 +77,10 @@ log.addFilter(_ActionKeyFilter())
 #: Where ``log`` actions write, so ops can route rule output apart from executor diagnostics.
 action_log = logging.getLogger("worker.actions.log")
 
-#: Records claimed together (one round trip to Kafka for all their claims), and how long the
-#: agent waits to fill a batch; the wait bounds the latency it adds to a lone record.
+#: At most this many records are claimed together (one round trip to Kafka for all their
+#: claims). A batch is what has arrived by the time the last one was handled: a lone record
+#: waits for nothing, and under load the batches grow by themselves.
 _CLAIM_BATCH: Final = 500
-_CLAIM_WAIT_S: Final = 0.005
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -172,31 +172,30 @@ class Executor:
     # -- the agent: claim and hand over -------------------------------------------------------
 
     async def _consume(self, stream: Any) -> None:
-        # Batches, so the claims of many records cost one round trip to Kafka. Faust acks a
-        # batch's records when this loop body is done with them, and also, in the ``finally``
-        # of ``take_events``, when the agent is cancelled part-way through a batch (a SIGTERM
-        # while claims are on their way): a record whose claim never reached Kafka would then
-        # be committed and lost. So the stream's acks go through ``handled``: only records
-        # this body finished with are acked; the rest are delivered again.
-        handled: set[int] = set()
-        faust_ack = stream.ack
-
-        async def ack(event: Any) -> bool:
-            if id(event) not in handled:
-                return False
-            handled.discard(id(event))
-            return bool(await faust_ack(event))
-
-        stream.ack = ack
-        async for events in stream.take_events(_CLAIM_BATCH, within=_CLAIM_WAIT_S):
+        # Batches, so the claims of many records cost one round trip to Kafka. A batch is
+        # acked only once this body is done with it: a record whose claim never reached
+        # Kafka (the agent cancelled while claims are on their way, a SIGTERM) is not
+        # committed, and Kafka delivers it again. Faust's ``take_events`` acks a batch in a
+        # ``finally``, cancellation included, and waits a fixed window to fill it (waking as
+        # often when idle), so the stream is read without Faust's acks and each batch is
+        # what the stream holds already.
+        stream = stream.noack()
+        queue = getattr(stream.channel, "queue", None)
+        batch: list[Any] = []
+        async for event in stream.events():
+            batch.append(event)
+            if len(batch) < _CLAIM_BATCH and queue is not None and not queue.empty():
+                continue
             try:
-                await self._accept_batch(events)
+                await self._accept_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Never let a record kill the agent: Faust would ack it and move on anyway.
-                log.exception("action records at %s failed in the executor", _where(events[0]))
-            handled.update(id(event) for event in events)
+                log.exception("action records at %s failed in the executor", _where(batch[0]))
+            for handled in batch:
+                await stream.ack(handled)
+            batch = []
 
     async def _accept_batch(self, events: list[Any]) -> None:
         """Claim the batch's new keys, wait until Kafka has the claims, then start them.

@@ -1,4 +1,5 @@
-"""The executor's agent acks a batch only once it has handled it, never on cancellation."""
+"""The executor's agent batches what has arrived, and acks a batch only once it has handled
+it, never on cancellation."""
 
 from __future__ import annotations
 
@@ -8,30 +9,44 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
+import pytest
 
+from worker.actions import executor as executor_module
 from worker.actions.executor import Executor
 from worker.actions.settings import ExecutorSettings
 
 
-class TakeStream:
-    """What the agent relies on from a Faust stream: ``take_events`` acks each event of a
-    batch through ``self.ack`` in a ``finally``, also when the consumer is cancelled."""
+class Queue:
+    def __init__(self) -> None:
+        self.waiting = 0
 
-    def __init__(self, batches: list[list[Any]]) -> None:
-        self.batches = batches
+    def empty(self) -> bool:
+        return self.waiting == 0
+
+
+class BurstStream:
+    """What the agent relies on from a Faust stream read without acks: events come in
+    bursts (the records of a burst are in the stream's queue together), ``ack`` acks one."""
+
+    def __init__(self, bursts: list[list[Any]]) -> None:
+        self.bursts = bursts
         self.acked: list[Any] = []
+        self.channel = SimpleNamespace(queue=Queue())
+
+    def noack(self) -> BurstStream:
+        return self
 
     async def ack(self, event: Any) -> bool:
         self.acked.append(event)
         return True
 
-    async def take_events(self, max_: int, within: float) -> AsyncIterator[list[Any]]:
-        for events in self.batches:
-            try:
-                yield list(events)
-            finally:
-                for event in events:
-                    await self.ack(event)
+    async def events(self) -> AsyncIterator[Any]:
+        queue = self.channel.queue
+        for burst in self.bursts:
+            queue.waiting = len(burst)
+            for event in burst:
+                queue.waiting -= 1
+                yield event
 
 
 def executor() -> Executor:
@@ -47,10 +62,23 @@ async def test_a_handled_batch_is_acked() -> None:
         seen.append(events)
 
     ex._accept_batch = accept  # type: ignore[method-assign]
-    stream = TakeStream([["a", "b"], ["c"]])
+    stream = BurstStream([["a", "b"], ["c"]])
     await ex._consume(stream)
-    assert seen == [["a", "b"], ["c"]]
+    assert seen == [["a", "b"], ["c"]], "a batch is what had arrived, a lone record waits not"
     assert stream.acked == ["a", "b", "c"]
+
+
+async def test_a_batch_is_at_most_the_claim_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor_module, "_CLAIM_BATCH", 2)
+    ex = executor()
+    seen: list[list[str]] = []
+
+    async def accept(events: list[str]) -> None:
+        seen.append(events)
+
+    ex._accept_batch = accept  # type: ignore[method-assign]
+    await ex._consume(BurstStream([["a", "b", "c"]]))
+    assert seen == [["a", "b"], ["c"]]
 
 
 async def test_a_batch_cancelled_before_its_claims_are_in_is_not_acked() -> None:
@@ -62,7 +90,7 @@ async def test_a_batch_cancelled_before_its_claims_are_in_is_not_acked() -> None
         await asyncio.Event().wait()  # the claims never reach Kafka
 
     ex._accept_batch = accept  # type: ignore[method-assign]
-    stream = TakeStream([["a", "b"]])
+    stream = BurstStream([["a", "b"]])
     task = asyncio.ensure_future(ex._consume(stream))
     await asyncio.wait_for(entered.wait(), 5)
     task.cancel()
@@ -80,6 +108,6 @@ async def test_a_batch_that_failed_is_acked_like_before() -> None:
     event = SimpleNamespace(
         message=SimpleNamespace(topic="codechat.actions", partition=0, offset=7)
     )
-    stream = TakeStream([[event]])
+    stream = BurstStream([[event]])
     await ex._consume(stream)
     assert stream.acked == [event]
