@@ -19,7 +19,7 @@ first time it lost 16 of 592 messages in a rolling restart (the losses :mod:`wor
 has closed since); the second time, on top of that consumer, one run in eight hung a
 partition's table recovery ("No event received for active tp ... since recovery start").
 Both halves are back on top of it (the shorter fetch wait with a 50 ms wait instead of
-10 ms, in :class:`worker.consumer.GaplessConsumer`), and 14 runs of a four-restart rolling
+10 ms, in :class:`worker.consumer.GaplessConsumer`), and 26 runs of a four-restart rolling
 restart passed (see ``docs/processing.md``).
 """
 
