@@ -193,11 +193,20 @@ class Fetches:
         return [m.offset async for _, m in consumer.getmany(timeout=1.0)]
 
 
-def hold_past_grace(consumer: GaplessConsumer) -> None:
-    """Two commits, the grace period apart, find the same hole."""
+def hole_past_grace(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch, *acked: int
+) -> Fetches:
+    """Committed 85 and ``acked`` acked: two commits, the grace period apart, find the hole.
+
+    Returns the stand-in fetch, whose next fetch reads the partition again.
+    """
+    fetches = Fetches(consumer, monkeypatch)
+    consumer._committed_offset[P0] = 85
+    ack_all(consumer, *acked)
     assert consumer._new_offset(P0) is None
     consumer.clock.now += HOLE_GRACE_S  # type: ignore[attr-defined]
     assert consumer._new_offset(P0) is None
+    return fetches
 
 
 async def test_a_hole_that_lasts_is_read_again_at_the_next_fetch(
@@ -221,10 +230,7 @@ async def test_a_hole_that_lasts_is_read_again_at_the_next_fetch(
 async def test_offsets_with_no_record_after_a_repair_count_as_acked(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetches = Fetches(consumer, monkeypatch)
-    consumer._committed_offset[P0] = 85
-    ack_all(consumer, 87, 88)
-    hold_past_grace(consumer)
+    fetches = hole_past_grace(consumer, monkeypatch, 87, 88)
     # Read again from 85, the first record is 87: 85 and 86 are not in the log.
     assert await fetches.fetch(consumer, 87, 88) == [87, 88]
     assert consumer._new_offset(P0) == 89
@@ -233,10 +239,7 @@ async def test_offsets_with_no_record_after_a_repair_count_as_acked(
 async def test_no_repair_once_the_partition_was_reassigned(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetches = Fetches(consumer, monkeypatch)
-    consumer._committed_offset[P0] = 85
-    ack_all(consumer, 87)
-    hold_past_grace(consumer)
+    fetches = hole_past_grace(consumer, monkeypatch, 87)
     consumer.app.consumer_generation_id = 4
     await fetches.fetch(consumer, 85)
     assert fetches.seeks == []
@@ -287,10 +290,7 @@ async def test_no_commit_past_a_hole_while_faust_revokes_the_partition(
 async def test_a_hole_read_again_waits_longer_each_time(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetches = Fetches(consumer, monkeypatch)
-    consumer._committed_offset[P0] = 85
-    ack_all(consumer, 87)
-    hold_past_grace(consumer)
+    fetches = hole_past_grace(consumer, monkeypatch, 87)
     assert await fetches.fetch(consumer, 85, 86, 87) == [85, 86, 87]  # 85 lost again
     assert fetches.seeks == [(P0, 85)]
     consumer.clock.now += HOLE_GRACE_S  # type: ignore[attr-defined]
@@ -306,11 +306,8 @@ async def test_a_hole_read_again_waits_longer_each_time(
 async def test_a_partition_revoked_before_its_repair_does_not_stop_the_fetch(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetches = Fetches(consumer, monkeypatch)
+    fetches = hole_past_grace(consumer, monkeypatch, 87)
     fetches.refuse_seeks = True
-    consumer._committed_offset[P0] = 85
-    ack_all(consumer, 87)
-    hold_past_grace(consumer)
     assert await fetches.fetch(consumer, 90) == [90]
     assert consumer.repairs == 0
     assert consumer._repairs == {}
