@@ -1,4 +1,5 @@
-"""hand_over: Faust's record hand-over without a task per record, same outcome otherwise."""
+"""worker.streaming: the quiet monitor, the worker settings, and Faust's record hand-over
+without a task per record, same outcome otherwise."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 from mode import Service
 
-from worker.streaming import hand_over
+from worker.streaming import QuietMonitor, hand_over
 
 
 class Spied(Service):
@@ -105,3 +106,11 @@ def test_workers_start_without_a_spinner_and_with_a_short_gil_switch_interval(
     assert worker.spinner is None
     assert intervals == [SWITCH_INTERVAL_S]
     assert SWITCH_INTERVAL_S < 0.005  # below Python's default
+
+
+def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:
+    monitor = QuietMonitor()
+    monitor.on_message_in("tp", 1, object())
+    monitor.on_table_set(object(), "k", "v")
+    assert monitor.messages_received_total == 0
+    assert dict(monitor.tp_end_offsets) == {}

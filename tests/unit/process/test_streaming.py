@@ -22,11 +22,3 @@ async def test_the_stage_uses_the_quiet_monitor_and_the_gapless_consumer(tmp_pat
     built.app.loop = asyncio.get_running_loop()
     assert isinstance(built.app.monitor, QuietMonitor)
     assert isinstance(built.app.consumer, GaplessConsumer)
-
-
-def test_the_quiet_monitor_keeps_no_per_event_statistics() -> None:
-    monitor = QuietMonitor()
-    monitor.on_message_in("tp", 1, object())
-    monitor.on_table_set(object(), "k", "v")
-    assert monitor.messages_received_total == 0
-    assert dict(monitor.tp_end_offsets) == {}
