@@ -120,9 +120,7 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
                 op="paced", rate=rate, duration=duration, min_size=SIZE, settle=15.0, within=120.0
             )
             cpu_rows.append((rate, await window))
-            for child in children:
-                if not child.alive():
-                    raise BenchError(f"{child.name} exited\n{child.log_tail()}")
+            _all_alive(children, "while measuring")
             profiles += [p for p in await asyncio.gather(*spies) if p is not None]
             stats = summary(result["latencies_ms"])
             usage = {c.name: c.usage() for c in children}
@@ -273,6 +271,13 @@ STEADY_JIT_CORES = 0.05
 STEADY_WINDOW_S = 5.0
 
 
+def _all_alive(children: list[Child], when: str) -> None:
+    """Raise, with its log tail, if a part of the pipeline has exited."""
+    for child in children:
+        if not child.alive():
+            raise BenchError(f"{child.name} exited {when}\n{child.log_tail()}")
+
+
 async def _until_steady(
     ws: Workspace, sim: SimProcess, children: list[Child], limit: float
 ) -> tuple[float, float]:
@@ -290,9 +295,7 @@ async def _until_steady(
             op="paced", rate=STEADY_RATE, duration=STEADY_WINDOW_S, min_size=SIZE, settle=0.0
         )
         jit = (await window).get("broker JIT", 0.0)
-        for child in children:
-            if not child.alive():
-                raise BenchError(f"{child.name} exited during warm-up\n{child.log_tail()}")
+        _all_alive(children, "during warm-up")
         if jit < STEADY_JIT_CORES:
             break
     # Let the backlog of the warm-up drain before measuring.
@@ -315,9 +318,7 @@ async def _warm_up(sim: SimProcess, children: list[Child]) -> float:
 
     start = time.monotonic()
     while time.monotonic() - start < 120.0:
-        for child in children:
-            if not child.alive():
-                raise BenchError(f"{child.name} exited during warm-up\n{child.log_tail()}")
+        _all_alive(children, "during warm-up")
         result = await sim.command(op="paced", rate=20, duration=0.5, min_size=SIZE, settle=3.0)
         if result["latencies_ms"]:
             # Let any stragglers of the warm-up arrive before measuring.
