@@ -191,7 +191,8 @@ class Executor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Never let a record kill the agent: Faust would ack it and move on anyway.
+                # Never let a record kill the agent (Faust would restart it): log the batch
+                # and ack it below, so its partition does not stall behind it.
                 log.exception("action records at %s failed in the executor", _where(batch[0]))
             for handled in batch:
                 await stream.ack(handled)
