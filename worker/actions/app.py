@@ -15,6 +15,7 @@ import faust
 
 from worker.actions.executor import Executor, register_executor
 from worker.actions.settings import ExecutorSettings
+from worker.batching import use_broker_batching
 from worker.consumer import use_gapless_consumer
 from worker.streaming import QuietMonitor
 
@@ -55,6 +56,6 @@ def build_app(
         producer_acks=-1,
         Monitor=QuietMonitor,
     )
-    use_gapless_consumer(app)
+    use_broker_batching(use_gapless_consumer(app))
     executor = register_executor(app, settings, env=env)
     return app, executor

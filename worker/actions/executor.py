@@ -54,6 +54,7 @@ from worker.actions.retry import Failure, failure_for_exception
 from worker.actions.secrets import BadSecretReference, SecretNotSet
 from worker.actions.settings import ExecutorSettings
 from worker.actions.stats import ExecutorStats
+from worker.batching import batch_per_broker
 from worker.events import actions_topic, dlq_topic
 
 log = logging.getLogger("worker.actions")
@@ -611,13 +612,15 @@ class Executor:
         if self._producer is None:
             async with self._producer_lock:
                 if self._producer is None:
-                    producer = AIOKafkaProducer(
-                        bootstrap_servers=_bootstrap_servers(self.app),
-                        acks="all",
-                        enable_idempotence=True,
-                        linger_ms=1,
-                        # The app's own security settings (kafka.security under zapflow run).
-                        **credentials_to_aiokafka_auth(self.app.conf.broker_credentials),
+                    producer = batch_per_broker(
+                        AIOKafkaProducer(
+                            bootstrap_servers=_bootstrap_servers(self.app),
+                            acks="all",
+                            enable_idempotence=True,
+                            linger_ms=1,
+                            # The app's own security settings (kafka.security under zapflow run).
+                            **credentials_to_aiokafka_auth(self.app.conf.broker_credentials),
+                        )
                     )
                     await producer.start()
                     self._producer = producer

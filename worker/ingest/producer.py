@@ -355,11 +355,13 @@ class EventPipeline:
     async def _connect(self) -> None:
         from aiokafka import AIOKafkaProducer
 
+        from worker.batching import batch_per_broker
+
         if self._config.create_topics:
             created = await ensure_topics(self._config, self._topics)
             if created:
                 log.info("created topics: %s", ", ".join(created))
-        producer = AIOKafkaProducer(**producer_settings(self._config))
+        producer = batch_per_broker(AIOKafkaProducer(**producer_settings(self._config)))
         try:
             await producer.start()
             # Fetch every topic's partitions now, so the first events do not wait for it

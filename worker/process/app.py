@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import faust
 
+from worker.batching import use_broker_batching
 from worker.consumer import use_gapless_consumer
 from worker.events import actions_topic, event_topic
 from worker.process.acks import DeliveryAcks
@@ -117,7 +118,8 @@ def build_app(
     With ``sighup`` the app takes SIGHUP for a forced rules reload; ``zapflow run`` takes
     the signal itself (it also re-reads instances) and calls ``request_reload``.
     """
-    app = use_gapless_consumer(faust.App(settings.app_id, **faust_settings(settings)))
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    use_broker_batching(use_gapless_consumer(app))
     processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
     subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
     partitions = settings.partitions

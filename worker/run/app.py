@@ -351,6 +351,7 @@ def _with_credentials(settings: Any, security: Any) -> Any:
 def _executor_only_app(config: RunConfig) -> Any:
     import faust
 
+    from worker.batching import use_broker_batching
     from worker.consumer import use_gapless_consumer
     from worker.streaming import QuietMonitor
 
@@ -369,7 +370,7 @@ def _executor_only_app(config: RunConfig) -> Any:
         broker_credentials=faust_credentials(kafka.security),
         Monitor=QuietMonitor,
     )
-    return use_gapless_consumer(app)
+    return use_broker_batching(use_gapless_consumer(app))
 
 
 def _process_counters(counters: Any) -> dict[str, int]:
