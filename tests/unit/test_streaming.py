@@ -4,6 +4,7 @@ without a task per record, same outcome otherwise."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -91,7 +92,7 @@ async def test_an_error_in_the_callback_reaches_the_fetch_loop() -> None:
         await hand_over(service, suspend, deliver())
 
 
-def test_workers_start_without_a_spinner_and_with_a_short_gil_switch_interval(
+def test_workers_start_without_a_spinner_with_a_short_gil_switch_and_a_frozen_heap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import sys
@@ -102,7 +103,11 @@ def test_workers_start_without_a_spinner_and_with_a_short_gil_switch_interval(
     intervals: list[float] = []
     monkeypatch.setattr(sys, "setswitchinterval", intervals.append)
     worker = SimpleNamespace(spinner=object())
-    prepare_worker(worker)
+    try:
+        prepare_worker(worker)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
     assert worker.spinner is None
     assert intervals == [SWITCH_INTERVAL_S]
     assert SWITCH_INTERVAL_S < 0.005  # below Python's default
