@@ -25,7 +25,6 @@ restart passed (see ``docs/processing.md``).
 
 from __future__ import annotations
 
-import gc
 import sys
 import types
 from collections.abc import Awaitable, Coroutine, Generator
@@ -33,6 +32,8 @@ from typing import Any
 
 from faust.sensors.monitor import Monitor
 from mode import Service
+
+from worker.heap import freeze_startup_heap
 
 #: How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
 #: A Faust worker runs two busy threads: the Kafka consumer's event loop and the agents'.
@@ -48,16 +49,12 @@ def prepare_worker(worker: Any) -> None:
     No terminal spinner: at a log level of WARNING or above it sets the root logger to
     DEBUG (``faust.worker._setup_spinner_handler``), so every debug record of aiokafka and
     Faust is built and handled, hundreds of µs per event. A short GIL switch interval
-    (:data:`SWITCH_INTERVAL_S`). And the objects that exist by now (the modules, the app,
-    its agents and tables: some 80,000 of them) frozen out of the garbage collector: they
-    live as long as the process, and every full collection walked them all again, a pause
-    of 50-60 ms at 500 events/s end to end (``bench/README.md``); ~6,000 objects are left
-    for it to walk.
+    (:data:`SWITCH_INTERVAL_S`). And the start-up heap frozen out of the garbage
+    collector's full collections (:mod:`worker.heap`).
     """
     worker.spinner = None
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
 
 
 class QuietMonitor(Monitor):

@@ -52,6 +52,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from worker.cli import CommandError
     from worker.config import ConfigError, load_document
     from worker.fleet.reload import reload_from_file, start_status_port
+    from worker.heap import freeze_startup_heap
     from worker.ingest.config import ingest_config
     from worker.ingest.discovery import DiscoveryError
     from worker.ingest.service import IngestService
@@ -89,6 +90,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             )
             if args.status_port is not None:
                 status_server = await start_status_port(service, args.status_port)
+            freeze_startup_heap()
             await stop.wait()
             if not args.quiet:
                 say("ingest: stopping (flushing to Kafka, spooling what is left)")
