@@ -56,6 +56,7 @@ from worker.actions.settings import ExecutorSettings
 from worker.actions.stats import ExecutorStats
 from worker.batching import batch_per_broker
 from worker.events import actions_topic, dlq_topic
+from worker.tables import partition_items
 
 log = logging.getLogger("worker.actions")
 
@@ -82,6 +83,9 @@ action_log = logging.getLogger("worker.actions.log")
 #: claims). A batch is what has arrived by the time the last one was handled: a lone record
 #: waits for nothing, and under load the batches grow by themselves.
 _CLAIM_BATCH: Final = 500
+
+#: The prune hands the event loop back after this many table keys (a few ms of work).
+_PRUNE_SLICE: Final = 500
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -515,11 +519,7 @@ class Executor:
 
     async def _resume_pending(self) -> None:
         """After table recovery: restart every claimed-not-finished key of our partitions."""
-        ours = {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.topic_name
-        }
+        ours = self._our_partitions()
         resumed = 0
         for key, stored in list(self.table.items()):
             entry = LedgerEntry.from_dict(stored)
@@ -536,23 +536,41 @@ class Executor:
         A record replayed after its key was forgotten would be performed again; keep the
         retention longer than any replay you would do (the actions topic's retention is a
         natural choice).
+
+        The table holds every key of the retention (a week by default), so it is walked one
+        partition at a time and handed back to the event loop every :data:`_PRUNE_SLICE`
+        keys: actions keep flowing meanwhile. A partition taken away mid-walk is left to its
+        next owner.
         """
-        ours = {
+        cutoff = self._wall_clock() - self.settings.ledger_retention_s
+        forgotten = 0
+        for partition in sorted(self._our_partitions()):
+            expired: list[str] = []
+            for index, (key, stored) in enumerate(partition_items(self.table, partition)):
+                if index and index % _PRUNE_SLICE == 0:
+                    await asyncio.sleep(0)
+                    if partition not in self._our_partitions():
+                        expired = []
+                        break
+                entry = LedgerEntry.from_dict(stored)
+                if entry.finished and entry.updated_at < cutoff and entry.partition == partition:
+                    expired.append(key)
+            for key in expired:
+                if partition not in self._our_partitions():
+                    break
+                await self._forget(key, partition)
+                forgotten += 1
+        if forgotten:
+            await (await self._kafka()).flush()
+            log.info("forgot %d finished action key(s) older than the retention", forgotten)
+
+    def _our_partitions(self) -> set[int]:
+        """Partitions of the actions topic (and so of the table) assigned to this worker."""
+        return {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.topic_name
         }
-        cutoff = self._wall_clock() - self.settings.ledger_retention_s
-        expired = []
-        for key, stored in list(self.table.items()):
-            entry = LedgerEntry.from_dict(stored)
-            if entry.finished and entry.updated_at < cutoff and entry.partition in ours:
-                expired.append((key, entry.partition))
-        for key, partition in expired:
-            await self._forget(key, partition)
-        if expired:
-            await (await self._kafka()).flush()
-            log.info("forgot %d finished action key(s) older than the retention", len(expired))
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         """Stop work on keys of revoked partitions; whoever gets them next resumes them.

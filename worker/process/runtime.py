@@ -25,12 +25,12 @@ from worker.process.state import (
     apply_changes,
     expired_keys,
     keys_of_rules,
-    partition_items,
     partition_state,
     remember,
     rule_id_of,
     seen_before,
 )
+from worker.tables import partition_items
 
 log = logging.getLogger("zapflow.process")
 

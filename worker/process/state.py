@@ -54,25 +54,6 @@ def apply_changes(
             table[key] = [partition, value]
 
 
-def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[str, Any]]:
-    """The items of ``table`` that may belong to ``partition``; callers still check the tag.
-
-    A Faust table on the RocksDB store keeps each partition in a database of its own: only
-    that one is read. Any other mapping (the memory store, a dict) is read whole. Walking
-    every partition's keys for each partition's sweep cost O(keys x partitions) a minute,
-    with the event loop held meanwhile (``bench/README.md``).
-    """
-    store: Any = getattr(table, "data", None)
-    databases = getattr(store, "_dbs", None)
-    if not isinstance(databases, dict) or not hasattr(store, "_visible_items"):
-        return table.items()
-    database = databases.get(partition)
-    if database is None:
-        return ()
-    decode_key, decode_value = store._decode_key, store._decode_value
-    return ((decode_key(key), decode_value(value)) for key, value in store._visible_items(database))
-
-
 def partition_state(items: Iterable[tuple[str, Any]], partition: int) -> dict[str, Any]:
     """The bare state of one partition, as a plain dict for ``fire_due``."""
     return {key: stored[1] for key, stored in items if stored[0] == partition}

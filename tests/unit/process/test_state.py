@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +9,6 @@ from worker.process.state import (
     apply_changes,
     expired_keys,
     keys_of_rules,
-    partition_items,
     partition_state,
     remember,
     rule_id_of,
@@ -72,45 +70,3 @@ def test_redelivery_of_the_same_envelope_is_not_a_duplicate() -> None:
 def test_expired_keys_are_those_of_the_partition_older_than_ttl() -> None:
     items = [("a", [0, 10.0, "e"]), ("b", [0, 50.0, "e"]), ("c", [1, 10.0, "e"])]
     assert expired_keys(items, 0, 70.0, 60.0) == ["a"]
-
-
-def test_partition_items_reads_only_that_partitions_rocksdb_database(tmp_path: Path) -> None:
-    import weakref
-    from dataclasses import dataclass
-
-    import faust
-    from faust.streams import _current_event
-
-    @dataclass
-    class Message:
-        topic: str
-        partition: int
-
-    @dataclass
-    class Event:
-        message: Message
-
-    app = faust.App(
-        "zf-state-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path)
-    )
-    table = app.Table("seen-messages", partitions=4)
-    for partition in range(3):
-        # The store writes to the partition of the current event, as in a stream.
-        event = Event(Message("zf.messages.upsert", partition))
-        token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
-        try:
-            for n in range(3):
-                table[f"{partition}:{n}"] = [partition, float(n), f"e{n}"]
-        finally:
-            _current_event.reset(token)
-    assert sorted(partition_items(table, 1)) == [
-        ("1:0", [1, 0.0, "e0"]),
-        ("1:1", [1, 1.0, "e1"]),
-        ("1:2", [1, 2.0, "e2"]),
-    ]
-    assert list(partition_items(table, 3)) == []
-
-
-def test_partition_items_of_a_plain_mapping_are_all_its_items() -> None:
-    table = {"a": [0, 1], "b": [1, 2]}
-    assert sorted(partition_items(table, 0)) == [("a", [0, 1]), ("b", [1, 2])]

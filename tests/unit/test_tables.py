@@ -1,0 +1,78 @@
+"""worker.tables: one partition of a Faust table, read alone."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from worker.tables import partition_items
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+@contextmanager
+def on_partition(partition: int) -> Iterator[None]:
+    """The store writes to the partition of the current event, as in a stream."""
+    event = Event(Message("zf.messages.upsert", partition))
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def rocksdb_table(tmp_path: Path) -> Any:
+    app = faust.App(
+        "zf-tables-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path)
+    )
+    table = app.Table("seen-messages", partitions=4)
+    for partition in range(3):
+        with on_partition(partition):
+            for n in range(3):
+                table[f"{partition}:{n}"] = [partition, float(n), f"e{n}"]
+    return table
+
+
+def test_only_that_partitions_rocksdb_database_is_read(tmp_path: Path) -> None:
+    table = rocksdb_table(tmp_path)
+    assert sorted(partition_items(table, 1)) == [
+        ("1:0", [1, 0.0, "e0"]),
+        ("1:1", [1, 1.0, "e1"]),
+        ("1:2", [1, 2.0, "e2"]),
+    ]
+    assert list(partition_items(table, 3)) == []
+
+
+def test_writes_during_a_walk_leave_it_whole(tmp_path: Path) -> None:
+    # The executor's prune awaits between slices while the table is written.
+    table = rocksdb_table(tmp_path)
+    walked = []
+    with on_partition(1):
+        for key, stored in partition_items(table, 1):
+            walked.append(key)
+            table[f"1:new-{key}"] = stored
+            del table[key]
+    assert sorted(walked) == ["1:0", "1:1", "1:2"]
+
+
+def test_a_plain_mapping_is_copied_whole() -> None:
+    table = {"a": [0, 1], "b": [1, 2]}
+    items = partition_items(table, 0)
+    table["c"] = [0, 3]  # a dict view would now raise on the next step
+    assert sorted(items) == [("a", [0, 1]), ("b", [1, 2])]
