@@ -49,7 +49,7 @@ def rocksdb_table(tmp_path: Path) -> Any:
     return table
 
 
-def test_only_that_partitions_rocksdb_database_is_read(tmp_path: Path) -> None:
+async def test_only_that_partitions_rocksdb_database_is_read(tmp_path: Path) -> None:
     table = rocksdb_table(tmp_path)
     assert sorted(partition_items(table, 1)) == [
         ("1:0", [1, 0.0, "e0"]),
@@ -59,7 +59,7 @@ def test_only_that_partitions_rocksdb_database_is_read(tmp_path: Path) -> None:
     assert list(partition_items(table, 3)) == []
 
 
-def test_writes_during_a_walk_leave_it_whole(tmp_path: Path) -> None:
+async def test_writes_during_a_walk_leave_it_whole(tmp_path: Path) -> None:
     # The executor's prune awaits between slices while the table is written.
     table = rocksdb_table(tmp_path)
     walked = []
