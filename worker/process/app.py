@@ -221,7 +221,12 @@ def build_app(
     @app.agent(ticks, name="fire-timers")
     async def fire_timers(stream: Any) -> None:
         async def evaluate(event: Any) -> Sequence[Any]:
-            return processor.tick(event.message.partition, state, seen, datetime.now(UTC))
+            tp, now = event.message.tp, datetime.now(UTC)
+            actions = processor.tick(tp.partition, state, now)
+            await processor.forget_old_messages(
+                tp.partition, seen, now.timestamp(), lambda: tp in app.assignor.assigned_actives()
+            )
+            return actions
 
         await consume(stream, "ticks", evaluate)
 

@@ -8,8 +8,9 @@ call it, and emit; unit tests call it with plain dicts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.state import (
     EngineState,
     apply_changes,
-    expired_keys,
+    is_expired,
     keys_of_rules,
     partition_state,
     remember,
@@ -35,6 +36,10 @@ from worker.tables import partition_items
 log = logging.getLogger("zapflow.process")
 
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
+
+#: Old message ids are forgotten in slices of this many, with the event loop handed back in
+#: between (a few ms of work each).
+FORGET_SLICE = 500
 
 
 class StateNotWritten(Exception):
@@ -86,6 +91,8 @@ class EventProcessor:
     _timer_keys: dict[int, set[str]] = field(default_factory=dict)
     #: When each partition was last swept (epoch seconds).
     _swept_at: dict[int, float] = field(default_factory=dict)
+    #: Partitions swept whose old message ids are still to be forgotten.
+    _forget_due: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._timer_rules = self.engine.timer_rules(self.watcher.current.bundle)
@@ -197,26 +204,23 @@ class EventProcessor:
         return evaluation.actions
 
     def tick(
-        self,
-        partition: int,
-        state: MutableMapping[str, Any],
-        seen: MutableMapping[str, Any],
-        now: datetime,
+        self, partition: int, state: MutableMapping[str, Any], now: datetime
     ) -> Sequence[ActionRecordLike]:
         """Once a second per partition: fire due deadlines; now and then, sweep.
 
         Firing looks only at the keys of rules with deadlines (``for``), tracked per
         partition as the state changes. The sweep walks the whole partition: it rebuilds
         that index (after a start or a rebalance), lets the engine drop expired and orphaned
-        state, drops the state of rules changed by a reload, and forgets old message ids.
-        Scanning all state every second instead costs O(state) per partition per second,
+        state, drops the state of rules changed by a reload, and makes the partition's old
+        message ids due to be forgotten (:meth:`forget_old_messages`, which the caller runs
+        after the tick). Scanning all state every second instead costs O(state) per partition per second,
         which at a few hundred thousand keys is more than the events themselves.
         """
         try:
             now_s = now.timestamp()
             bundle = self.watcher.current.bundle
             if now_s - self._swept_at.get(partition, float("-inf")) >= self.sweep_interval_s:
-                local = self._sweep(partition, state, seen, now_s)
+                local = self._sweep(partition, state, now_s)
                 self._swept_at[partition] = now_s
             else:
                 keys = self._timer_keys.get(partition)
@@ -241,11 +245,7 @@ class EventProcessor:
             return NO_ACTIONS
 
     def _sweep(
-        self,
-        partition: int,
-        state: MutableMapping[str, Any],
-        seen: MutableMapping[str, Any],
-        now_s: float,
+        self, partition: int, state: MutableMapping[str, Any], now_s: float
     ) -> dict[str, Any]:
         """Walk one partition; returns its whole state for ``fire_due``."""
         items = list(partition_items(state, partition))
@@ -257,11 +257,46 @@ class EventProcessor:
         local = partition_state(items, partition)
         timer_rules = self._timer_rules
         self._timer_keys[partition] = {k for k in local if rule_id_of(k) in timer_rules}
-        seen_items = list(partition_items(seen, partition))
-        for key in expired_keys(seen_items, partition, now_s, self.dedupe_ttl_s):
-            del seen[key]
+        self._forget_due.add(partition)
         self.counters.sweeps += 1
         return local
+
+    async def forget_old_messages(
+        self,
+        partition: int,
+        seen: MutableMapping[str, Any],
+        now_s: float,
+        still_ours: Callable[[], bool] = lambda: True,
+    ) -> int:
+        """After a sweep of ``partition``: drop its message ids older than the dedupe TTL.
+
+        The delivery memory holds every message id of the last ``dedupe_ttl_s`` (an hour by
+        default: 1.8 million ids at 500 messages/s), so it is walked in slices of
+        :data:`FORGET_SLICE` ids with the event loop handed back in between, and events keep
+        flowing meanwhile. An id is dropped only if it is still old when its turn comes (an
+        event may have delivered it again in between); a partition taken away mid-walk is
+        left to its next owner. Returns how many ids were dropped.
+        """
+        if partition not in self._forget_due:
+            return 0
+        self._forget_due.discard(partition)
+        ttl = self.dedupe_ttl_s
+        forgotten = 0
+        try:
+            for index, (key, stored) in enumerate(partition_items(seen, partition)):
+                if index and index % FORGET_SLICE == 0:
+                    await asyncio.sleep(0)
+                    if not still_ours():
+                        break
+                if is_expired(stored, partition, now_s, ttl):
+                    current = seen.get(key)
+                    if current is not None and is_expired(current, partition, now_s, ttl):
+                        del seen[key]
+                        forgotten += 1
+        except Exception:
+            self.counters.tick_errors += 1
+            log.exception("old message ids of partition %d not forgotten", partition)
+        return forgotten
 
     def _track_timers(self, partition: int, changes: Mapping[str, Any]) -> None:
         timer_rules = self._timer_rules
@@ -279,6 +314,7 @@ class EventProcessor:
         """After a rebalance: rebuild every partition's index on its next tick."""
         self._swept_at.clear()
         self._timer_keys.clear()
+        self._forget_due.clear()
 
     def reloaded(self, outcome: ReloadOutcome) -> None:
         """Take note of a reload check: count it, schedule the state of stale rules to go."""

@@ -93,8 +93,6 @@ def remember(
     seen[key] = [partition, now_s, event_id]
 
 
-def expired_keys(
-    items: Iterable[tuple[str, Any]], partition: int, now_s: float, ttl_s: float
-) -> list[str]:
-    """Delivery-memory keys of ``partition`` older than ``ttl_s``."""
-    return [key for key, stored in items if stored[0] == partition and now_s - stored[1] >= ttl_s]
+def is_expired(stored: Any, partition: int, now_s: float, ttl_s: float) -> bool:
+    """Whether a delivery-memory entry is of ``partition`` and older than ``ttl_s``."""
+    return bool(stored[0] == partition and now_s - stored[1] >= ttl_s)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
+from worker.process import runtime as runtime_module
 from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.runtime import EventProcessor, StateNotWritten
@@ -133,34 +135,81 @@ def test_tick_fires_due_deadlines_of_its_partition_only(tmp_path: Path) -> None:
         {},
         NOW,
     )
-    assert not processor.tick(1, state, {}, NOW + timedelta(seconds=60))
-    fired = processor.tick(1, state, {}, NOW + timedelta(seconds=120))
+    assert not processor.tick(1, state, NOW + timedelta(seconds=60))
+    fired = processor.tick(1, state, NOW + timedelta(seconds=120))
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
     assert list(state) == ["down|b"]
     assert processor.counters.timer_actions == 1
 
 
-def test_tick_forgets_old_message_ids_of_its_partition(tmp_path: Path) -> None:
+async def test_after_a_sweep_old_message_ids_of_its_partition_are_forgotten(
+    tmp_path: Path,
+) -> None:
     processor = processor_for(tmp_path, REPLY)
     seen: dict[str, Any] = {
         "old": [0, NOW.timestamp() - 4000, "e"],
         "new": [0, NOW.timestamp(), "e"],
         "other": [1, NOW.timestamp() - 4000, "e"],
     }
-    processor.tick(0, {}, seen, NOW)
+    # Not before the partition's sweep has made it due.
+    assert await processor.forget_old_messages(0, seen, NOW.timestamp()) == 0
+    processor.tick(0, {}, NOW)
+    assert await processor.forget_old_messages(0, seen, NOW.timestamp()) == 1
     assert sorted(seen) == ["new", "other"]
+    # Once per sweep.
+    seen["old"] = [0, NOW.timestamp() - 4000, "e"]
+    assert await processor.forget_old_messages(0, seen, NOW.timestamp()) == 0
+
+
+async def test_forgetting_lets_events_run_and_keeps_ids_they_deliver_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "FORGET_SLICE", 10)
+    processor = processor_for(tmp_path, REPLY)
+    old = NOW.timestamp() - 4000
+    seen: dict[str, Any] = {f"m{n:03d}": [0, old, "e"] for n in range(100)}
+    processor.tick(0, {}, NOW)
+    delivered_again: list[str] = []
+
+    async def events() -> None:
+        # An event delivers the last id again while the walk is under way.
+        while True:
+            if "m000" not in seen:
+                seen["m099"] = [0, NOW.timestamp(), "e2"]
+                delivered_again.append("m099")
+                return
+            await asyncio.sleep(0)
+
+    running = asyncio.ensure_future(events())
+    forgotten = await processor.forget_old_messages(0, seen, NOW.timestamp())
+    await running
+    assert delivered_again == ["m099"], "events ran while ids were being forgotten"
+    assert forgotten == 99
+    assert seen == {"m099": [0, NOW.timestamp(), "e2"]}
+
+
+async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "FORGET_SLICE", 10)
+    processor = processor_for(tmp_path, REPLY)
+    seen: dict[str, Any] = {f"m{n:03d}": [0, NOW.timestamp() - 4000, "e"] for n in range(100)}
+    processor.tick(0, {}, NOW)
+    forgotten = await processor.forget_old_messages(0, seen, NOW.timestamp(), lambda: False)
+    assert forgotten == 10
+    assert len(seen) == 90
 
 
 def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path) -> None:
     processor = processor_for(tmp_path, REPLY)
     state = {"auto-reply|a": [0, 1.0], "auto-reply|b": [1, 1.0], "kept|a": [0, 1.0]}
     processor.reloaded(ReloadOutcome("swapped", stale=frozenset({"auto-reply"})))
-    processor.tick(0, state, {}, NOW)
+    processor.tick(0, state, NOW)
     assert sorted(state) == ["auto-reply|b", "kept|a"]
     state["auto-reply|a"] = [0, 2.0]  # written by the new rule after the purge
-    processor.tick(0, state, {}, NOW)
+    processor.tick(0, state, NOW)
     assert "auto-reply|a" in state
-    processor.tick(1, state, {}, NOW)
+    processor.tick(1, state, NOW)
     assert sorted(state) == ["auto-reply|a", "kept|a"]
     assert processor.counters.reloads == 1
 
@@ -169,13 +218,13 @@ def test_between_sweeps_the_tick_fires_from_the_timer_index(tmp_path: Path) -> N
     processor = processor_for(tmp_path, DOWN, REPLY)
     processor.sweep_interval_s = 3600
     state: dict[str, Any] = {}
-    processor.tick(1, state, {}, NOW)  # sweep: nothing yet
+    processor.tick(1, state, NOW)  # sweep: nothing yet
     sweeps = processor.counters.sweeps
     close = raw(envelope("connection.update", {"state": "close"}, id="01JD"))
     processor.process(close, 1, state, {}, NOW)
     processor.process(contact_text("01JA"), 1, state, {}, NOW)
     later = NOW + timedelta(seconds=121)
-    fired = processor.tick(1, state, {}, later)
+    fired = processor.tick(1, state, later)
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
     assert processor.counters.sweeps == sweeps
     assert list(state) == ["auto-reply|shop-bot"]
@@ -185,11 +234,11 @@ def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(
     tmp_path: Path,
 ) -> None:
     processor = processor_for(tmp_path, DOWN)
-    processor.tick(0, {}, {}, NOW)
+    processor.tick(0, {}, NOW)
     recovered = {"down|shop-bot": [0, {"due": NOW.timestamp(), "event": "01JD"}]}
-    assert not processor.tick(0, recovered, {}, NOW + timedelta(seconds=1))  # not indexed yet
+    assert not processor.tick(0, recovered, NOW + timedelta(seconds=1))  # not indexed yet
     processor.forget_partitions()
-    fired = processor.tick(0, recovered, {}, NOW + timedelta(seconds=2))
+    fired = processor.tick(0, recovered, NOW + timedelta(seconds=2))
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
 
 
@@ -268,11 +317,11 @@ def test_a_deadline_of_a_rekeyed_rule_fires_from_the_tick_of_its_partition(
     processor = processor_for(tmp_path, QUIET)
     processor.sweep_interval_s = 3600
     state: dict[str, Any] = {}
-    processor.tick(6, state, {}, NOW)  # the first tick sweeps; the deadline comes after
+    processor.tick(6, state, NOW)  # the first tick sweeps; the deadline comes after
     forward = Forward("shop-bot", ("quiet",), "01JQ", contact_text("01JQ"))
     assert not processor.process_rekeyed(forward.to_json(), 6, state, NOW)
-    assert not processor.tick(6, state, {}, NOW + timedelta(seconds=60))
-    fired = processor.tick(6, state, {}, NOW + timedelta(seconds=121))
+    assert not processor.tick(6, state, NOW + timedelta(seconds=60))
+    fired = processor.tick(6, state, NOW + timedelta(seconds=121))
     assert [a.idempotency_key for a in fired] == ["quiet:01JQ:0:-:fire"]
     assert state == {}
 

@@ -7,7 +7,7 @@ import pytest
 from worker.process.state import (
     EngineState,
     apply_changes,
-    expired_keys,
+    is_expired,
     keys_of_rules,
     partition_state,
     remember,
@@ -67,6 +67,7 @@ def test_redelivery_of_the_same_envelope_is_not_a_duplicate() -> None:
     assert not seen_before(seen, "k", "ev1", now_s=101.0, ttl_s=60.0)
 
 
-def test_expired_keys_are_those_of_the_partition_older_than_ttl() -> None:
-    items = [("a", [0, 10.0, "e"]), ("b", [0, 50.0, "e"]), ("c", [1, 10.0, "e"])]
-    assert expired_keys(items, 0, 70.0, 60.0) == ["a"]
+def test_expired_entries_are_those_of_the_partition_older_than_ttl() -> None:
+    assert is_expired([0, 10.0, "e"], 0, 70.0, 60.0)
+    assert not is_expired([0, 50.0, "e"], 0, 70.0, 60.0)
+    assert not is_expired([1, 10.0, "e"], 0, 70.0, 60.0)
