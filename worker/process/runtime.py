@@ -213,8 +213,9 @@ class EventProcessor:
         that index (after a start or a rebalance), lets the engine drop expired and orphaned
         state, drops the state of rules changed by a reload, and makes the partition's old
         message ids due to be forgotten (:meth:`forget_old_messages`, which the caller runs
-        after the tick). Scanning all state every second instead costs O(state) per partition per second,
-        which at a few hundred thousand keys is more than the events themselves.
+        after the tick). Scanning all state every second instead costs O(state) per
+        partition per second, which at a few hundred thousand keys is more than the events
+        themselves.
         """
         try:
             now_s = now.timestamp()
