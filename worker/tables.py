@@ -8,8 +8,12 @@ partition is a database of its own, so one partition's keys can be read alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
+
+#: A walk hands the event loop back after this many keys (a few ms of work).
+WALK_SLICE = 500
 
 
 def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[str, Any]]:
@@ -32,3 +36,21 @@ def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[
         return ()
     decode_key, decode_value = store._decode_key, store._decode_value
     return ((decode_key(key), decode_value(value)) for key, value in store._visible_items(database))
+
+
+async def walk_partition(
+    table: Mapping[str, Any], partition: int, still_ours: Callable[[], bool]
+) -> AsyncIterator[tuple[str, Any]]:
+    """:func:`partition_items`, handing the event loop back every :data:`WALK_SLICE` keys.
+
+    For walks of a whole partition that may hold millions of keys (the executor's prune,
+    the process stage's forgetting of old message ids): the worker's other work runs in
+    between. The walk ends early once ``still_ours()`` says the partition was taken away,
+    which is left to its next owner.
+    """
+    for index, item in enumerate(partition_items(table, partition)):
+        if index and index % WALK_SLICE == 0:
+            await asyncio.sleep(0)
+            if not still_ours():
+                return
+        yield item

@@ -56,7 +56,7 @@ from worker.actions.settings import ExecutorSettings
 from worker.actions.stats import ExecutorStats
 from worker.batching import batch_per_broker
 from worker.events import actions_topic, dlq_topic
-from worker.tables import partition_items
+from worker.tables import walk_partition
 
 log = logging.getLogger("worker.actions")
 
@@ -83,9 +83,6 @@ action_log = logging.getLogger("worker.actions.log")
 #: claims). A batch is what has arrived by the time the last one was handled: a lone record
 #: waits for nothing, and under load the batches grow by themselves.
 _CLAIM_BATCH: Final = 500
-
-#: The prune hands the event loop back after this many table keys (a few ms of work).
-_PRUNE_SLICE: Final = 500
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -538,25 +535,24 @@ class Executor:
         natural choice).
 
         The table holds every key of the retention (a week by default), so it is walked one
-        partition at a time and handed back to the event loop every :data:`_PRUNE_SLICE`
-        keys: actions keep flowing meanwhile. A partition taken away mid-walk is left to its
-        next owner.
+        partition at a time, handing the event loop back between slices
+        (:func:`worker.tables.walk_partition`): actions keep flowing meanwhile. A partition
+        taken away mid-walk is left to its next owner.
         """
         cutoff = self._wall_clock() - self.settings.ledger_retention_s
         forgotten = 0
         for partition in sorted(self._our_partitions()):
+
+            def still_ours(partition: int = partition) -> bool:
+                return partition in self._our_partitions()
+
             expired: list[str] = []
-            for index, (key, stored) in enumerate(partition_items(self.table, partition)):
-                if index and index % _PRUNE_SLICE == 0:
-                    await asyncio.sleep(0)
-                    if partition not in self._our_partitions():
-                        expired = []
-                        break
+            async for key, stored in walk_partition(self.table, partition, still_ours):
                 entry = LedgerEntry.from_dict(stored)
                 if entry.finished and entry.updated_at < cutoff and entry.partition == partition:
                     expired.append(key)
             for key in expired:
-                if partition not in self._our_partitions():
+                if not still_ours():
                     break
                 await self._forget(key, partition)
                 forgotten += 1

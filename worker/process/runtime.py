@@ -8,7 +8,6 @@ call it, and emit; unit tests call it with plain dicts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +30,11 @@ from worker.process.state import (
     rule_id_of,
     seen_before,
 )
-from worker.tables import partition_items
+from worker.tables import partition_items, walk_partition
 
 log = logging.getLogger("zapflow.process")
 
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
-
-#: Old message ids are forgotten in slices of this many, with the event loop handed back in
-#: between (a few ms of work each).
-FORGET_SLICE = 500
 
 
 class StateNotWritten(Exception):
@@ -272,8 +267,8 @@ class EventProcessor:
         """After a sweep of ``partition``: drop its message ids older than the dedupe TTL.
 
         The delivery memory holds every message id of the last ``dedupe_ttl_s`` (an hour by
-        default: 1.8 million ids at 500 messages/s), so it is walked in slices of
-        :data:`FORGET_SLICE` ids with the event loop handed back in between, and events keep
+        default: 1.8 million ids at 500 messages/s), so it is walked in slices with the event
+        loop handed back in between (:func:`worker.tables.walk_partition`), and events keep
         flowing meanwhile. An id is dropped only if it is still old when its turn comes (an
         event may have delivered it again in between); a partition taken away mid-walk is
         left to its next owner. Returns how many ids were dropped.
@@ -284,11 +279,7 @@ class EventProcessor:
         ttl = self.dedupe_ttl_s
         forgotten = 0
         try:
-            for index, (key, stored) in enumerate(partition_items(seen, partition)):
-                if index and index % FORGET_SLICE == 0:
-                    await asyncio.sleep(0)
-                    if not still_ours():
-                        break
+            async for key, stored in walk_partition(seen, partition, still_ours):
                 if is_expired(stored, partition, now_s, ttl):
                     current = seen.get(key)
                     if current is not None and is_expired(current, partition, now_s, ttl):

@@ -10,7 +10,7 @@ import faust
 import pytest
 from aiokafka.structs import TopicPartition
 
-from worker.actions import executor as executor_module
+from worker import tables as tables_module
 from worker.actions import ledger
 from worker.actions.executor import Executor
 from worker.actions.settings import ExecutorSettings
@@ -68,7 +68,7 @@ async def test_old_finished_keys_of_our_partitions_are_forgotten() -> None:
 
 
 async def test_the_event_loop_runs_between_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(executor_module, "_PRUNE_SLICE", 10)
+    monkeypatch.setattr(tables_module, "WALK_SLICE", 10)
     ex, producer = executor(ours={0})
     for n in range(100):
         store(ex, f"k{n}", old_done(0))
@@ -92,7 +92,7 @@ async def test_the_event_loop_runs_between_slices(monkeypatch: pytest.MonkeyPatc
 async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(executor_module, "_PRUNE_SLICE", 10)
+    monkeypatch.setattr(tables_module, "WALK_SLICE", 10)
     ours = {0}
     ex, producer = executor(ours)
     for n in range(100):

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
-from worker.process import runtime as runtime_module
+from worker import tables as tables_module
 from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.runtime import EventProcessor, StateNotWritten
@@ -164,7 +164,7 @@ async def test_after_a_sweep_old_message_ids_of_its_partition_are_forgotten(
 async def test_forgetting_lets_events_run_and_keeps_ids_they_deliver_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "FORGET_SLICE", 10)
+    monkeypatch.setattr(tables_module, "WALK_SLICE", 10)
     processor = processor_for(tmp_path, REPLY)
     old = NOW.timestamp() - 4000
     seen: dict[str, Any] = {f"m{n:03d}": [0, old, "e"] for n in range(100)}
@@ -191,7 +191,7 @@ async def test_forgetting_lets_events_run_and_keeps_ids_they_deliver_again(
 async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "FORGET_SLICE", 10)
+    monkeypatch.setattr(tables_module, "WALK_SLICE", 10)
     processor = processor_for(tmp_path, REPLY)
     seen: dict[str, Any] = {f"m{n:03d}": [0, NOW.timestamp() - 4000, "e"] for n in range(100)}
     processor.tick(0, {}, NOW)
