@@ -3,10 +3,11 @@
 The agent itself only claims: for a batch of records it records each new key as ``pending`` in
 a changelog-backed table, waits until Kafka has those claims, and hands each record to a task;
 only then does it move on (which acks the batch). Tasks wait for send limits and retry delays,
-perform, and write ``done`` or ``failed``. Slow endpoints, retries and send limits therefore
-never hold up the agent, and a crash loses no record: whatever was claimed but not finished is
-resumed from the table when its partition is assigned again. :mod:`worker.actions.ledger` lists
-the crash windows.
+perform, and write ``done`` or ``failed``; a record that can be sent at once has its first
+attempt counted in its claim, so its task sends without another write. Slow endpoints,
+retries and send limits therefore never hold up the agent, and a crash loses no record:
+whatever was claimed but not finished is resumed from the table when its partition is assigned
+again. :mod:`worker.actions.ledger` lists the crash windows.
 
 Faust facts this relies on (faust-streaming 0.15.3):
 
@@ -32,7 +33,7 @@ import os
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -53,6 +54,7 @@ from worker.actions.requests import InvalidParams, OutboundRequest, SendLimitKey
 from worker.actions.retry import Failure, failure_for_exception
 from worker.actions.secrets import BadSecretReference, SecretNotSet
 from worker.actions.settings import ExecutorSettings
+from worker.actions.slots import Held, Slots
 from worker.actions.stats import ExecutorStats
 from worker.batching import batch_per_broker
 from worker.events import actions_topic, dlq_topic
@@ -85,6 +87,14 @@ action_log = logging.getLogger("worker.actions.log")
 _CLAIM_BATCH: Final = 500
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """An attempt counted in its key's entry, with its slots held: it is performed next."""
+
+    request: OutboundRequest | None
+    slots: Held
 
 
 @dataclass(frozen=True)
@@ -163,8 +173,7 @@ class Executor:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._changelog_topic = f"{app.conf.id}-{settings.table_name}-changelog"
-        self._all_slots: asyncio.Semaphore | None = None
-        self._destination_slots: dict[str, asyncio.Semaphore] = {}
+        self._slots = Slots(settings.concurrency, settings.per_destination_concurrency)
         self.agent = app.agent(self.topic, name=f"{settings.table_name}-executor")(self._consume)
         self.table.on_recover(self._resume_pending)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -205,29 +214,50 @@ class Executor:
 
         Waiting before the batch is acked is what makes a record impossible to lose: either
         its claim is in the table's changelog, or its offset is not committed and Kafka
-        delivers it again.
+        delivers it again. A record whose first attempt can go at once (slots free, no send
+        limit to wait for) has that attempt counted in its claim, and its task performs it
+        without another write.
         """
-        claims: list[tuple[str, LedgerEntry, asyncio.Future[Any]]] = []
+        accepted: list[tuple[str, LedgerEntry, ActionRecord]] = []
         claimed_now: set[str] = set()
+        # All waiting for room happens here, before any slot is held: tasks waiting for a
+        # slot make room only when they get one.
         for event in events:
-            entry_and_key = await self._accept(event.value, event.message.partition, claimed_now)
-            if entry_and_key is not None:
-                key, entry = entry_and_key
-                claimed_now.add(key)
-                claims.append((key, entry, await self._send_entry(key, entry)))
-        for key, entry, sent in claims:
-            try:
-                await sent
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("claim of %s failed to reach Kafka (%r); writing it again", key, exc)
-                await self._write(key, entry)
-            self._start(key, entry)
+            claim = await self._accept(event.value, event.message.partition, claimed_now)
+            if claim is not None:
+                claimed_now.add(claim[0])
+                accepted.append(claim)
+        claims: list[tuple[str, LedgerEntry, _Attempt | None, asyncio.Future[Any]]] = []
+        started = 0
+        try:
+            for key, claimed, record in accepted:
+                attempt = await self._attempt_at_once(record)
+                entry = (
+                    claimed
+                    if attempt is None
+                    else ledger.attempt_started(claimed, self._wall_clock())
+                )
+                claims.append((key, entry, attempt, await self._send_entry(key, entry)))
+            for key, entry, attempt, sent in claims:
+                try:
+                    await sent
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "claim of %s failed to reach Kafka (%r); writing it again", key, exc
+                    )
+                    await self._write(key, entry)
+                self._start(key, entry, attempt)
+                started += 1
+        finally:
+            for _, _, attempt, _ in claims[started:]:
+                if attempt is not None:
+                    attempt.slots.release()
 
     async def _accept(
         self, raw: bytes, partition: int, claimed_now: set[str]
-    ) -> tuple[str, LedgerEntry] | None:
+    ) -> tuple[str, LedgerEntry, ActionRecord] | None:
         """The claim to make for one record, or ``None`` when there is nothing to claim."""
         try:
             record = ActionRecord.from_json(raw)
@@ -253,27 +283,54 @@ class Executor:
         while len(self._tasks) >= self.settings.max_pending:
             self._room.clear()
             await self._room.wait()
-        return key, ledger.claimed(record.to_dict(), partition, self._wall_clock())
+        return key, ledger.claimed(record.to_dict(), partition, self._wall_clock()), record
+
+    async def _attempt_at_once(self, record: ActionRecord) -> _Attempt | None:
+        """The first attempt of a new record, if nothing would make it wait; else ``None``.
+
+        Nothing waits when its slots are free and its send limit (if any) has room now; the
+        limit is reserved only then. Records that must wait, or whose request cannot be built
+        (their task dead-letters them), take the usual way through their task.
+        """
+        try:
+            request = self._request_for(record)
+        except (InvalidParams, SecretNotSet, BadSecretReference):
+            return None
+        destination = request.destination if request is not None else None
+        if not self._slots.free(destination):
+            return None
+        if request is not None and request.send_limit is not None:
+            limit = request.send_limit
+            now = self._monotonic()
+            self._sweep_limiter(now)
+            if not self.limiter.reserve_if_free(limit.instance, limit.chat, now):
+                return None
+        # Free, so this returns at once: nothing can take the slots in between.
+        return _Attempt(request, await self._slots.hold(destination))
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
 
-    def _start(self, key: str, entry: LedgerEntry) -> None:
-        task = asyncio.create_task(self._run(key, entry), name=f"action {key}")
+    def _start(self, key: str, entry: LedgerEntry, attempt: _Attempt | None = None) -> None:
+        """Run ``key``'s task; with ``attempt``, its first step is to perform that attempt."""
+        task = asyncio.create_task(self._run(key, entry, attempt), name=f"action {key}")
         self._tasks[key] = task
 
         def forget(done: asyncio.Task[None]) -> None:
+            if attempt is not None:
+                # A task cancelled before it ran never reached its own release.
+                attempt.slots.release()
             if self._tasks.get(key) is done:
                 del self._tasks[key]
             self._room.set()
 
         task.add_done_callback(forget)
 
-    async def _run(self, key: str, entry: LedgerEntry) -> None:
+    async def _run(self, key: str, entry: LedgerEntry, attempt: _Attempt | None) -> None:
         _current_key.set(key)  # this task's own context: only its log lines get the key
         record_data = entry.record or {}
         try:
             record = ActionRecord.from_dict(record_data)
-            await self._attempt_until_finished(key, record, entry)
+            await self._attempt_until_finished(key, record, entry, attempt)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -282,34 +339,22 @@ class Executor:
             await self._give_up(key, record_data, entry, Failure(failure.error, retriable=False))
 
     async def _attempt_until_finished(
-        self, key: str, record: ActionRecord, entry: LedgerEntry
+        self, key: str, record: ActionRecord, entry: LedgerEntry, attempt: _Attempt | None
     ) -> None:
         policy = self.settings.retry
         while True:
-            if entry.next_at is not None:
-                await asyncio.sleep(max(0.0, entry.next_at - self._wall_clock()))
-            if entry.attempts >= policy.max_attempts:
-                # Only after a restart: the last attempt was cut short by the crash.
-                error = entry.error or "the last attempt was interrupted by a restart"
-                await self._give_up(key, record.to_dict(), entry, Failure(error, retriable=True))
-                return
+            if attempt is None:
+                begun = await self._begin_attempt(key, record, entry)
+                if begun is None:
+                    return
+                entry, attempt = begun
+            self._in_request.add(key)
             try:
-                request = self._request_for(record)
-            except (InvalidParams, SecretNotSet, BadSecretReference) as exc:
-                await self._give_up(key, record.to_dict(), entry, Failure(str(exc), False))
-                return
-            if request is not None and request.send_limit is not None:
-                await self._wait_for_send_limit(key, request.send_limit)
-            async with self._slots(request.destination if request is not None else None):
-                # Counted only once a slot is held: records queued behind a slow endpoint have
-                # not been attempted, and a crash must not use up their attempts.
-                entry = ledger.attempt_started(entry, self._wall_clock())
-                await self._write(key, entry)
-                self._in_request.add(key)
-                try:
-                    failure = await self._perform(record, request)
-                finally:
-                    self._in_request.discard(key)
+                failure = await self._perform(record, attempt.request)
+            finally:
+                self._in_request.discard(key)
+                attempt.slots.release()
+                attempt = None
             if failure is None:
                 # Not waited for: waiting would not make the write land any sooner (the crash
                 # window between the request and this write stays what it is), it would only
@@ -337,11 +382,46 @@ class Executor:
             entry = ledger.retry_scheduled(entry, failure.error, now + delay, now)
             await self._write(key, entry, wait=False)
 
-    async def _wait_for_send_limit(self, key: str, limit: SendLimitKey) -> None:
-        now = self._monotonic()
+    async def _begin_attempt(
+        self, key: str, record: ActionRecord, entry: LedgerEntry
+    ) -> tuple[LedgerEntry, _Attempt] | None:
+        """Wait for the next attempt's turn, hold its slots and count it in the table.
+
+        Returns the entry with the attempt counted, or ``None`` once the record is given up.
+        """
+        if entry.next_at is not None:
+            await asyncio.sleep(max(0.0, entry.next_at - self._wall_clock()))
+        if entry.attempts >= self.settings.retry.max_attempts:
+            # Only after a restart: the last attempt was cut short by the crash.
+            error = entry.error or "the last attempt was interrupted by a restart"
+            await self._give_up(key, record.to_dict(), entry, Failure(error, retriable=True))
+            return None
+        try:
+            request = self._request_for(record)
+        except (InvalidParams, SecretNotSet, BadSecretReference) as exc:
+            await self._give_up(key, record.to_dict(), entry, Failure(str(exc), False))
+            return None
+        if request is not None and request.send_limit is not None:
+            await self._wait_for_send_limit(key, request.send_limit)
+        slots = await self._slots.hold(request.destination if request is not None else None)
+        try:
+            # Counted only once a slot is held: records queued behind a slow endpoint have not
+            # been attempted, and a crash must not use up their attempts.
+            entry = ledger.attempt_started(entry, self._wall_clock())
+            await self._write(key, entry)
+        except BaseException:
+            slots.release()
+            raise
+        return entry, _Attempt(request, slots)
+
+    def _sweep_limiter(self, now: float) -> None:
+        """Forget idle send-limit buckets, at most once a minute."""
         if now - self._limiter_swept > 60.0:
             self.limiter.forget_idle(now)
             self._limiter_swept = now
+
+    async def _wait_for_send_limit(self, key: str, limit: SendLimitKey) -> None:
+        self._sweep_limiter(self._monotonic())
         chat_wait = self.limiter.reserve_chat(limit.instance, limit.chat, self._monotonic())
         if chat_wait > 0:
             log.info(
@@ -646,22 +726,6 @@ class Executor:
                 connector=aiohttp.TCPConnector(limit=self.settings.concurrency)
             )
         return self._session
-
-    @contextlib.asynccontextmanager
-    async def _slots(self, destination: str | None) -> AsyncIterator[None]:
-        """Hold a slot of the global limit and, for HTTP, one of the destination's limit."""
-        if self._all_slots is None:
-            self._all_slots = asyncio.Semaphore(self.settings.concurrency)
-        if destination is None:
-            async with self._all_slots:
-                yield
-            return
-        per_destination = self._destination_slots.get(destination)
-        if per_destination is None:
-            per_destination = asyncio.Semaphore(self.settings.per_destination_concurrency)
-            self._destination_slots[destination] = per_destination
-        async with per_destination, self._all_slots:
-            yield
 
     @property
     def in_flight(self) -> int:

@@ -10,7 +10,9 @@ Crash windows, in order:
 1. claimed, claim not yet in Kafka: nothing has been sent (a task flushes the changelog before
    its first request) and the record's offset is not committed either (Faust flushes the
    producer before it commits offsets), so Kafka redelivers the record and it is claimed anew;
-2. claimed and flushed, request not yet sent: resumed from the table, the request is sent once;
+2. claimed and flushed, request not yet sent: resumed from the table, the request is sent once
+   (a claim that counted the record's first attempt, as claims of records that could be sent
+   at once do, leaves that attempt used);
 3. request sent, ``done`` not yet in Kafka (it is sent without waiting, see below): resumed and sent again, with the same
    ``Idempotency-Key`` header and, for gateway sends, the same ``options.messageId``, so the
    far side can recognise the repeat. An endpoint that ignores both may act twice. The window

@@ -97,6 +97,23 @@ class SendLimiter:
         bucket = self._bucket(self._instances, instance, self.per_instance, now)
         return self._reserve(bucket, now)
 
+    def reserve_if_free(self, instance: str, chat: str | None, now: float) -> bool:
+        """Reserve a send in ``chat`` of ``instance`` if neither bucket makes it wait.
+
+        Returns False, reserving nothing, when either would: the caller then queues as usual
+        with :meth:`reserve_chat` and :meth:`reserve_instance`.
+        """
+        buckets: list[TokenBucket] = []
+        if self.per_chat is not None and chat is not None:
+            buckets.append(self._bucket(self._chats, (instance, chat), self.per_chat, now))
+        if self.per_instance is not None:
+            buckets.append(self._bucket(self._instances, instance, self.per_instance, now))
+        if any(bucket.available_at(now) > now for bucket in buckets):
+            return False
+        for bucket in buckets:
+            bucket.take(now)
+        return True
+
     @staticmethod
     def _reserve(bucket: TokenBucket, now: float) -> float:
         at = bucket.available_at(now)

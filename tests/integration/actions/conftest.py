@@ -248,6 +248,16 @@ class ExecutorHarness:
 
     async def ledger(self) -> dict[str, dict[str, Any]]:
         """The executor's idempotency table as its changelog topic holds it (last value per key)."""
+        table: dict[str, dict[str, Any]] = {}
+        for key, value in await self.changelog():
+            if value is None:  # tombstone: the executor forgot the key
+                table.pop(key, None)
+            else:
+                table[key] = value
+        return table
+
+    async def changelog(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Every write to the executor's idempotency table so far, in order for each key."""
         topic = f"{self.app_id}-action-ledger-changelog"
         consumer = AIOKafkaConsumer(
             topic,
@@ -256,12 +266,12 @@ class ExecutorHarness:
             auto_offset_reset="earliest",
         )
         await consumer.start()
-        table: dict[str, dict[str, Any]] = {}
+        writes: list[tuple[str, dict[str, Any] | None]] = []
         try:
             deadline = time.monotonic() + 10
             while not consumer.assignment():
                 if time.monotonic() > deadline:
-                    return table
+                    return writes
                 await asyncio.sleep(0.05)
             tps = list(consumer.assignment())
             ends = await consumer.end_offsets(tps)
@@ -275,14 +285,13 @@ class ExecutorHarness:
             while await behind():
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
-                    for r in records:
-                        if r.value is None:  # tombstone: the executor forgot the key
-                            table.pop(orjson.loads(r.key), None)
-                        else:
-                            table[orjson.loads(r.key)] = orjson.loads(r.value)
+                    writes.extend(
+                        (orjson.loads(r.key), None if r.value is None else orjson.loads(r.value))
+                        for r in records
+                    )
         finally:
             await consumer.stop()
-        return table
+        return writes
 
     async def close(self) -> None:
         for process in self.processes:

@@ -191,3 +191,42 @@ async def test_sends_over_the_chat_limit_wait_and_none_is_dropped_then_keys_expi
         return not keys & set(await h.ledger())
 
     await wait_for(forgotten, timeout=30, interval=0.5, message="the keys to expire")
+
+
+async def test_a_record_that_can_go_at_once_is_claimed_and_counted_in_one_write(
+    executor_harness: ExecutorHarness, receiver: Receiver
+) -> None:
+    """The first attempt of a record with a free slot rides on its claim; one that must wait
+    for a slot is claimed uncounted and counted only once it holds one."""
+    h = executor_harness
+    await h.create_topics()
+    hook = receiver.route("/hook", 200, delay_s=2.0)
+    h.start_executor({"per_destination_concurrency": 1})
+    first, second = (
+        action("http", {"method": "POST", "url": hook, "headers": {}, "json": {"n": n}})
+        for n in (1, 2)
+    )
+    await h.send(first, second)
+
+    async def both_done() -> bool:
+        ledger = await h.ledger()
+        return all(
+            ledger.get(r["idempotency_key"], {}).get("state") == "done" for r in (first, second)
+        )
+
+    await wait_for(both_done, timeout=60, interval=0.5, message="both actions done")
+    writes = await h.changelog()
+
+    def history(record: dict[str, object]) -> list[tuple[str, int]]:
+        return [
+            (value["state"], value["attempts"])
+            for key, value in writes
+            if key == record["idempotency_key"] and value is not None
+        ]
+
+    assert history(first) == [("pending", 1), ("done", 1)]
+    # the second arrived while the first held the endpoint's only slot
+    assert history(second) == [("pending", 0), ("pending", 1), ("done", 1)]
+    calls = receiver.calls_to("/hook")
+    assert [c.body["n"] for c in calls] == [1, 2]
+    assert calls[1].at - calls[0].at >= 1.9, "the second request did not wait for the slot"

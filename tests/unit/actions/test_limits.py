@@ -75,3 +75,24 @@ def test_rate_rejects_nonsense(per_second, burst, message):
     with pytest.raises(ValueError) as info:
         Rate(per_second, burst)
     assert str(info.value) == message
+
+
+def test_reserve_if_free_takes_from_both_buckets_only_when_neither_makes_the_send_wait():
+    limiter = SendLimiter(per_instance=Rate(1.0, 2), per_chat=Rate(1.0, 1))
+    assert limiter.reserve_if_free("shop", "a", now=0.0)
+    # chat a is empty now: nothing is reserved, so the instance keeps its second token
+    assert not limiter.reserve_if_free("shop", "a", now=0.0)
+    assert limiter.reserve_if_free("shop", "b", now=0.0)
+    # the instance is empty too: chat c's bucket must stay untouched
+    assert not limiter.reserve_if_free("shop", "c", now=0.0)
+    assert limiter.reserve_chat("shop", "c", now=0.0) == 0.0
+    # the queued way still sees the fast way's reservations
+    assert limiter.reserve_instance("shop", now=0.0) == 1.0
+
+
+def test_reserve_if_free_without_limits_or_chat():
+    assert SendLimiter(per_instance=None, per_chat=None).reserve_if_free("shop", "a", now=0.0)
+    limiter = SendLimiter(per_instance=Rate(1.0, 1), per_chat=Rate(0.1, 1))
+    assert limiter.reserve_if_free("shop", None, now=0.0)
+    assert not limiter.reserve_if_free("shop", None, now=0.5)
+    assert limiter.reserve_if_free("shop", None, now=1.0)

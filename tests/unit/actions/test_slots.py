@@ -1,0 +1,61 @@
+"""The executor's concurrency slots: limits, fairness, releasing once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from worker.actions.slots import Slots
+
+
+async def test_a_destination_gets_at_most_its_share_and_all_share_the_global_limit() -> None:
+    slots = Slots(concurrency=3, per_destination=2)
+    first = [await slots.hold("a"), await slots.hold("a")]
+    assert not slots.free("a")
+    assert slots.free("b")
+    other = await slots.hold("b")
+    # three held in all: even a destination with room of its own, or a non-HTTP attempt, waits
+    assert not slots.free("c")
+    assert not slots.free(None)
+    waiting = asyncio.create_task(slots.hold(None))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    first[0].release()
+    held = await asyncio.wait_for(waiting, 5)
+    for h in (first[1], other, held):
+        h.release()
+    assert slots.free("a") and slots.free(None)
+
+
+async def test_release_twice_gives_back_only_once() -> None:
+    slots = Slots(concurrency=1, per_destination=1)
+    held = await slots.hold("a")
+    held.release()
+    held.release()
+    again = await slots.hold("a")
+    assert not slots.free("a")
+    assert not slots.free(None)
+    again.release()
+
+
+async def test_a_queued_attempt_is_not_overtaken_by_a_free_looking_slot() -> None:
+    slots = Slots(concurrency=1, per_destination=1)
+    held = await slots.hold("a")
+    waiting = asyncio.create_task(slots.hold("a"))
+    await asyncio.sleep(0)
+    held.release()
+    # the slot is back, but the queued attempt has first claim on it
+    assert not slots.free("a")
+    (await asyncio.wait_for(waiting, 5)).release()
+    assert slots.free("a")
+
+
+async def test_cancelled_while_waiting_for_the_second_slot_gives_the_first_back() -> None:
+    slots = Slots(concurrency=1, per_destination=1)
+    other = await slots.hold("b")  # holds the only global slot
+    waiting = asyncio.create_task(slots.hold("a"))
+    await asyncio.sleep(0)  # holds a's own slot, waits for the global one
+    assert not waiting.done()
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    other.release()
+    assert slots.free("a")
