@@ -183,31 +183,50 @@ class Executor:
     # -- the agent: claim and hand over -------------------------------------------------------
 
     async def _consume(self, stream: Any) -> None:
-        # Batches, so the claims of many records cost one round trip to Kafka. A batch is
-        # acked only once this body is done with it: a record whose claim never reached
-        # Kafka (the agent cancelled while claims are on their way, a SIGTERM) is not
-        # committed, and Kafka delivers it again. Faust's ``take_events`` acks a batch in a
-        # ``finally``, cancellation included, and waits a fixed window to fill it (waking as
-        # often when idle), so the stream is read without Faust's acks and each batch is
-        # what the stream holds already.
+        # The agent only reads: records go to a queue that ``_handle_arrivals`` empties a
+        # batch at a time, so the claims of many records cost one round trip to Kafka. A
+        # batch is acked only once it is handled: a record whose claim never reached Kafka
+        # (the agent cancelled while claims are on their way, a SIGTERM) is not committed,
+        # and Kafka delivers it again. Faust's ``take_events`` acks a batch in a ``finally``,
+        # cancellation included, and waits a fixed window to fill it (waking as often when
+        # idle), so the stream is read without Faust's acks.
+        #
+        # Reading and handling are two tasks so that no record read is ever held back to
+        # wait for the next one: Faust skips records that come while its flow is suspended
+        # (a rebalance, a stop), so the next one may never come, and a stop waits for every
+        # record read to be acked.
         stream = stream.noack()
-        queue = getattr(stream.channel, "queue", None)
-        batch: list[Any] = []
-        async for event in stream.events():
-            batch.append(event)
-            if len(batch) < _CLAIM_BATCH and queue is not None and not queue.empty():
-                continue
+        arrived: asyncio.Queue[Any] = asyncio.Queue(maxsize=_CLAIM_BATCH)
+        handler = asyncio.create_task(
+            self._handle_arrivals(stream, arrived), name=f"{self.topic_name} claims"
+        )
+        try:
+            async for event in stream.events():
+                if handler.done():
+                    handler.result()  # it failed: raise here, and Faust restarts the agent
+                await arrived.put(event)
+            await arrived.join()  # the stream ended: handle what it gave first
+        finally:
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
+
+    async def _handle_arrivals(self, stream: Any, arrived: asyncio.Queue[Any]) -> None:
+        """Claim and ack the records read, in batches of what has arrived meanwhile."""
+        while True:
+            batch = [await arrived.get()]
+            while len(batch) < _CLAIM_BATCH and not arrived.empty():
+                batch.append(arrived.get_nowait())
             try:
                 await self._accept_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Never let a record kill the agent (Faust would restart it): log the batch
-                # and ack it below, so its partition does not stall behind it.
+                # Never let a record stop the claims: log the batch and ack it below, so its
+                # partition does not stall behind it.
                 log.exception("action records at %s failed in the executor", _where(batch[0]))
             for handled in batch:
                 await stream.ack(handled)
-            batch = []
+                arrived.task_done()
 
     async def _accept_batch(self, events: list[Any]) -> None:
         """Claim the batch's new keys, wait until Kafka has the claims, then start them.

@@ -11,42 +11,43 @@ from typing import Any
 import faust
 import pytest
 
+from tests.helpers import wait_for
 from worker.actions import executor as executor_module
 from worker.actions.executor import Executor
 from worker.actions.settings import ExecutorSettings
 
 
-class Queue:
-    def __init__(self) -> None:
-        self.waiting = 0
-
-    def empty(self) -> bool:
-        return self.waiting == 0
-
-
 class BurstStream:
     """What the agent relies on from a Faust stream read without acks: events come in
-    bursts (the records of a burst are in the stream's queue together), ``ack`` acks one."""
+    bursts, ``ack`` acks one. Each burst after the first comes once every event before it
+    is acked; after the last, with ``then_silent``, the stream yields nothing more (as when
+    Faust skips the records that follow because its flow is suspended)."""
 
-    def __init__(self, bursts: list[list[Any]]) -> None:
+    def __init__(self, bursts: list[list[Any]], then_silent: bool = False) -> None:
         self.bursts = bursts
+        self.then_silent = then_silent
         self.acked: list[Any] = []
-        self.channel = SimpleNamespace(queue=Queue())
+        self._acked_changed = asyncio.Event()
 
     def noack(self) -> BurstStream:
         return self
 
     async def ack(self, event: Any) -> bool:
         self.acked.append(event)
+        self._acked_changed.set()
         return True
 
     async def events(self) -> AsyncIterator[Any]:
-        queue = self.channel.queue
+        given = 0
         for burst in self.bursts:
-            queue.waiting = len(burst)
+            while len(self.acked) < given:
+                self._acked_changed.clear()
+                await self._acked_changed.wait()
             for event in burst:
-                queue.waiting -= 1
+                given += 1
                 yield event
+        if self.then_silent:
+            await asyncio.Event().wait()
 
 
 def executor() -> Executor:
@@ -66,6 +67,24 @@ async def test_a_handled_batch_is_acked() -> None:
     await ex._consume(stream)
     assert seen == [["a", "b"], ["c"]], "a batch is what had arrived, a lone record waits not"
     assert stream.acked == ["a", "b", "c"]
+
+
+async def test_records_read_are_handled_although_no_more_come() -> None:
+    ex = executor()
+    seen: list[list[str]] = []
+
+    async def accept(events: list[str]) -> None:
+        seen.append(events)
+
+    ex._accept_batch = accept  # type: ignore[method-assign]
+    stream = BurstStream([["a", "b"]], then_silent=True)
+    task = asyncio.ensure_future(ex._consume(stream))
+    try:
+        await wait_for(lambda: stream.acked == ["a", "b"], timeout=5, message="a and b acked")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen == [["a", "b"]]
 
 
 async def test_a_batch_is_at_most_the_claim_batch(monkeypatch: pytest.MonkeyPatch) -> None:
