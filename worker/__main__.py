@@ -1,6 +1,6 @@
 """``python -m worker`` runs the ``zapflow`` command."""
 
-from worker.cli import main
+from worker.cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

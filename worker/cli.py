@@ -66,3 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def entry() -> int:
+    """The ``zapflow`` executable: :func:`main` with the event loop chosen for commands.
+
+    :func:`main` itself leaves the loop alone, so calling it in a process that has its own
+    (a test) changes nothing there.
+    """
+    from worker.eventloop import EventLoopError, use_event_loop
+
+    try:
+        use_event_loop()
+    except EventLoopError as exc:
+        print(f"zapflow: error: {exc}", file=sys.stderr)
+        return 2
+    return main()

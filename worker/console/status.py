@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-_HEADER_KEYS = ("started_at", "uptime_s", "ready", "checks")
+_HEADER_KEYS = ("started_at", "uptime_s", "event_loop", "ready", "checks")
 
 
 class StatusUnavailable(Exception):
@@ -71,7 +71,8 @@ def _table(title: str, rows: Sequence[Mapping[str, Any]]) -> Table:
 
 def render_status(status: Mapping[str, Any], console: Console) -> None:
     ready = "ready" if status.get("ready") else "NOT READY"
-    console.print(f"[bold]zapflow[/bold] up {status.get('uptime_s', '?')} s — {ready}")
+    loop = f" on {status['event_loop']}" if status.get("event_loop") else ""
+    console.print(f"[bold]zapflow[/bold] up {status.get('uptime_s', '?')} s{loop} — {ready}")
     for name, check in (status.get("checks") or {}).items():
         mark = "✓" if check.get("ok") else "✗"
         console.print(f"  {mark} {name}: {check.get('detail')}")

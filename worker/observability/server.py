@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from worker.eventloop import in_use as event_loop_in_use
+
 #: A readiness check returns whether it passes and a short human-readable detail.
 ReadinessCheck = Callable[[], tuple[bool, str]]
 #: A status section returns JSON-able data describing one stage.
@@ -53,6 +55,7 @@ class Observability:
         return {
             "started_at": self.started_at,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "event_loop": event_loop_in_use(),
             "ready": ready,
             "checks": checks,
             **sections,

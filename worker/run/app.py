@@ -22,6 +22,7 @@ from typing import Any
 from mode import Service
 
 from worker import __version__
+from worker.eventloop import in_use as event_loop_in_use
 from worker.events import actions_topic, dlq_topic, event_topic
 from worker.fleet.roster import ownership_status
 from worker.ingest.service import IngestService
@@ -179,7 +180,10 @@ class Assembly:
         """The start-up lines: what runs, against what."""
         cfg = self.config
         kafka = cfg.shared.kafka
-        lines = [f"zapflow {__version__}: running {', '.join(cfg.stages)} (config {cfg.path})"]
+        lines = [
+            f"zapflow {__version__}: running {', '.join(cfg.stages)} "
+            f"(config {cfg.path}, event loop {event_loop_in_use()})"
+        ]
         lines.append(
             f"  kafka     {kafka.bootstrap_servers}, topics {kafka.topic_prefix}* "
             f"({kafka.partitions} partitions, replication {kafka.replication_factor})"

@@ -157,6 +157,10 @@ async def test_status_and_tail_work_against_the_running_worker(worker: RunningWo
     assert code == 0, err
     assert "✓ kafka" in text and "✓ rules" in text and "✓ subscriptions" in text
     assert "shop-a" in text and "group-participants.update" in text and "open" in text
+    # the worker runs on uvloop, and says so in its status and its start-up banner
+    assert "on uvloop" in text
+    assert (await worker.status())["event_loop"] == "uvloop"
+    assert "event loop uvloop)" in worker.log_path.read_text(errors="replace")
 
     assert await worker.sim.emit(
         "shop-d", "connection.update", worker.sim.factory("shop-d").connection("open", 200)
