@@ -265,8 +265,13 @@ class Child:
         cwd: Path | None = None,
         pipes: bool = False,
     ) -> Child:
-        # ZAPFLOW_* variables would override the stage's settings behind the benchmark's back.
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZAPFLOW_")}
+        # ZAPFLOW_* variables would override the stage's settings behind the benchmark's back;
+        # the event loop is not a setting, and passing it on lets a run compare loops.
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ZAPFLOW_") or k == "ZAPFLOW_EVENT_LOOP"
+        }
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         log_file = log.open("wb")

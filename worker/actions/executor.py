@@ -197,8 +197,9 @@ class Executor:
         # record read to be acked.
         stream = stream.noack()
         arrived: asyncio.Queue[Any] = asyncio.Queue(maxsize=_CLAIM_BATCH)
+        fetched = getattr(stream.channel, "queue", None)
         handler = asyncio.create_task(
-            self._handle_arrivals(stream, arrived), name=f"{self.topic_name} claims"
+            self._handle_arrivals(stream, arrived, fetched), name=f"{self.topic_name} claims"
         )
         try:
             async for event in stream.events():
@@ -210,10 +211,24 @@ class Executor:
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
 
-    async def _handle_arrivals(self, stream: Any, arrived: asyncio.Queue[Any]) -> None:
-        """Claim and ack the records read, in batches of what has arrived meanwhile."""
+    async def _handle_arrivals(
+        self, stream: Any, arrived: asyncio.Queue[Any], fetched: asyncio.Queue[Any] | None
+    ) -> None:
+        """Claim and ack the records read (``arrived``), a burst at a time.
+
+        ``fetched`` is the stream's channel queue: what Faust has fetched and the agent has
+        not read yet.
+        """
         while True:
             batch = [await arrived.get()]
+            # A burst is claimed together: the agent gets the turns it needs to read what
+            # Faust holds already, as long as each turn brings a record (one Faust skips
+            # brings none, and then the batch goes as it is).
+            while fetched is not None and not fetched.empty() and not arrived.full():
+                before = arrived.qsize()
+                await asyncio.sleep(0)
+                if arrived.qsize() == before:
+                    break
             while len(batch) < _CLAIM_BATCH and not arrived.empty():
                 batch.append(arrived.get_nowait())
             try:
@@ -224,9 +239,12 @@ class Executor:
                 # Never let a record stop the claims: log the batch and ack it below, so its
                 # partition does not stall behind it.
                 log.exception("action records at %s failed in the executor", _where(batch[0]))
-            for handled in batch:
-                await stream.ack(handled)
-                arrived.task_done()
+            try:
+                for handled in batch:
+                    await stream.ack(handled)
+            finally:
+                for _ in batch:
+                    arrived.task_done()
 
     async def _accept_batch(self, events: list[Any]) -> None:
         """Claim the batch's new keys, wait until Kafka has the claims, then start them.

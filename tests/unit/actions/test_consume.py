@@ -28,6 +28,7 @@ class BurstStream:
         self.then_silent = then_silent
         self.acked: list[Any] = []
         self._acked_changed = asyncio.Event()
+        self.channel = SimpleNamespace(queue=None)
 
     def noack(self) -> BurstStream:
         return self
@@ -50,6 +51,34 @@ class BurstStream:
             await asyncio.Event().wait()
 
 
+class FaustLikeStream(BurstStream):
+    """A burst stream read the way Faust's iterator reads: one loop turn per record, with
+    the records of the burst not read yet in the channel's queue. With ``then_silent`` one
+    more record sits in the queue but is never yielded (Faust skips it: its flow is
+    suspended)."""
+
+    def __init__(self, bursts: list[list[Any]], then_silent: bool = False) -> None:
+        super().__init__(bursts, then_silent)
+        self.waiting = 0
+        self.channel = SimpleNamespace(queue=SimpleNamespace(empty=lambda: self.waiting == 0))
+
+    async def events(self) -> AsyncIterator[Any]:
+        given = 0
+        for burst in self.bursts:
+            while len(self.acked) < given:
+                self._acked_changed.clear()
+                await self._acked_changed.wait()
+            self.waiting = len(burst)
+            for event in burst:
+                await asyncio.sleep(0)
+                self.waiting -= 1
+                given += 1
+                yield event
+        if self.then_silent:
+            self.waiting = 1
+            await asyncio.Event().wait()
+
+
 def executor() -> Executor:
     app = faust.App("test-consume", broker="kafka://127.0.0.1:1", store="memory://")
     return Executor(app, ExecutorSettings())
@@ -69,7 +98,24 @@ async def test_a_handled_batch_is_acked() -> None:
     assert stream.acked == ["a", "b", "c"]
 
 
-async def test_records_read_are_handled_although_no_more_come() -> None:
+async def test_a_burst_in_faust_s_queue_is_claimed_as_one_batch() -> None:
+    ex = executor()
+    seen: list[list[int]] = []
+
+    async def accept(events: list[int]) -> None:
+        seen.append(events)
+
+    ex._accept_batch = accept  # type: ignore[method-assign]
+    stream = FaustLikeStream([[1, 2, 3, 4, 5], [6]])
+    await ex._consume(stream)
+    assert seen == [[1, 2, 3, 4, 5], [6]]
+    assert stream.acked == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("stream_type", [BurstStream, FaustLikeStream])
+async def test_records_read_are_handled_although_no_more_come(
+    stream_type: type[BurstStream],
+) -> None:
     ex = executor()
     seen: list[list[str]] = []
 
@@ -77,7 +123,7 @@ async def test_records_read_are_handled_although_no_more_come() -> None:
         seen.append(events)
 
     ex._accept_batch = accept  # type: ignore[method-assign]
-    stream = BurstStream([["a", "b"]], then_silent=True)
+    stream = stream_type([["a", "b"]], then_silent=True)
     task = asyncio.ensure_future(ex._consume(stream))
     try:
         await wait_for(lambda: stream.acked == ["a", "b"], timeout=5, message="a and b acked")
