@@ -9,6 +9,7 @@ from typing import Any
 import faust
 
 from tests.helpers import wait_for
+from tests.unit.actions.test_requests import record
 from worker.actions import ledger
 from worker.actions.executor import Executor, _Attempt
 from worker.actions.ledger import LedgerEntry
@@ -17,21 +18,7 @@ from worker.actions.settings import ExecutorSettings
 
 
 def log_record(key: str) -> ActionRecord:
-    return ActionRecord.from_dict(
-        {
-            "idempotency_key": key,
-            "rule_id": "r",
-            "bundle_version": "v1",
-            "event_id": "01JDX",
-            "action_index": 0,
-            "item": None,
-            "phase": "fire",
-            "instance": "shop-bot",
-            "kind": "log",
-            "params": {"level": "info", "message": "hello"},
-            "created_at": "2026-11-25T20:41:07.130Z",
-        }
-    )
+    return record("log", {"level": "info", "message": "hello"}, idempotency_key=key)
 
 
 def executor(concurrency: int) -> Executor:
