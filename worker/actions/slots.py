@@ -1,9 +1,10 @@
 """The executor's concurrency slots: one limit over everything, one per HTTP destination.
 
 An attempt holds a slot of the global limit and, when it calls an HTTP endpoint, one of that
-destination's; :class:`Held` gives them back once the attempt is over. :meth:`Slots.free` tells whether an
-attempt would get its slots at once: not when they are all taken, nor when others are queued
-for them, so a record that arrives while others wait does not overtake them.
+destination's; :class:`Held` gives them back once the attempt is over. :meth:`Slots.free`
+tells whether an attempt would get its slots at once: not when they are all taken, nor when
+others are queued for them, so a record that arrives while others wait does not overtake
+them.
 """
 
 from __future__ import annotations
