@@ -13,11 +13,12 @@ Crash windows, in order:
 2. claimed and flushed, request not yet sent: resumed from the table, the request is sent once
    (a claim that counted the record's first attempt, as claims of records that could be sent
    at once do, leaves that attempt used);
-3. request sent, ``done`` not yet in Kafka (it is sent without waiting, see below): resumed and sent again, with the same
-   ``Idempotency-Key`` header and, for gateway sends, the same ``options.messageId``, so the
-   far side can recognise the repeat. An endpoint that ignores both may act twice. The window
-   is one request plus one changelog write long; a warm shutdown (SIGTERM) lets requests on
-   the wire finish first, so only crashes, kills and lost partitions open it;
+3. request sent, ``done`` not yet in Kafka (it is sent without waiting, see below): resumed
+   and sent again, with the same ``Idempotency-Key`` header and, for gateway sends, the same
+   ``options.messageId``, so the far side can recognise the repeat. An endpoint that ignores
+   both may act twice. The window is one request plus one changelog write long; a warm
+   shutdown (SIGTERM) lets requests on the wire finish first, so only crashes, kills and lost
+   partitions open it;
 4. dead-lettered, ``failed`` not yet in Kafka: the dead letter may be written twice (same key).
 
 Only the claim-and-count write before a request is waited for; ``done``, ``failed`` and retry
