@@ -338,7 +338,8 @@ class GaplessConsumer(Consumer):
                 room = self._room = self._room or asyncio.Event()
                 room.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(room.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await room.wait()
             timeout = min(timeout, HELD_BACK_FETCH_WAIT_S)
         records, active = await super()._wait_next_records(timeout)
         if self._restarted and records:

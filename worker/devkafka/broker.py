@@ -383,15 +383,16 @@ def _serves_metadata(bootstrap: str, client: Mapping[str, Any] | None = None) ->
             bootstrap_servers=bootstrap, request_timeout_ms=3000, **dict(client or {})
         )
         try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
+            async with asyncio.timeout(5):
+                await admin.start()
+                cluster = await admin.describe_cluster()
             return bool(cluster.get("brokers"))
         finally:
             await admin.close()
 
     def run() -> bool:
         try:
-            return asyncio.run(asyncio.wait_for(probe(), 5))
+            return asyncio.run(probe())
         except Exception:
             return False
 

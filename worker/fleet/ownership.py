@@ -286,14 +286,13 @@ class KafkaOwnership:
                     log.debug(
                         "%s: making sure the control topic %s exists", self.member, self.topic
                     )
-                    await asyncio.wait_for(
-                        ensure_topics(
+                    async with asyncio.timeout(STEP_TIMEOUT):
+                        await ensure_topics(
                             replace(self.kafka, partitions=self.config.partitions), [self.topic]
-                        ),
-                        STEP_TIMEOUT,
-                    )
+                        )
                 consumer = self._new_consumer()
-                await asyncio.wait_for(consumer.start(), STEP_TIMEOUT)
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    await consumer.start()
                 log.debug("%s joining the ownership group %s", self.member, self.group)
             except asyncio.CancelledError:
                 raise
@@ -362,7 +361,8 @@ class KafkaOwnership:
             deadline = self.state.next_release()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_release.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake_release.wait()
             expired = self.state.expire(self._clock())
             if expired is not self.state:
                 self.state = expired
@@ -380,7 +380,8 @@ class KafkaOwnership:
             # LeaveGroup lets the others take over at once; if Kafka is away it cannot be
             # sent, and they take over after the session timeout instead.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), STEP_TIMEOUT)
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    await consumer.stop()
         self.state = self.state.revoke_all(self._clock())
         self._changed()
 

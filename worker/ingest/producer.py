@@ -199,7 +199,8 @@ class EventPipeline:
             loop.create_task(self._watch(), name="ingest-watchdog"),
         ]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.kafka_ready.wait(), connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                await self.kafka_ready.wait()
         return self.kafka_ready.is_set()
 
     def accept(self, record: KafkaRecord, received_at: float) -> None:
@@ -255,7 +256,8 @@ class EventPipeline:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await producer.stop()
         self._sync_spool_stats()
         self._spool.close()
 
@@ -386,7 +388,8 @@ class EventPipeline:
         producer, self._producer = self._producer, None
         self._producer_broken = False
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 5.0)
+            async with asyncio.timeout(5.0):
+                await producer.stop()
 
     async def _send(self, record: KafkaRecord) -> asyncio.Future[Any]:
         count = self._partition_counts.get(record.topic)

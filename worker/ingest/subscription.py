@@ -204,7 +204,8 @@ class Subscription:
             return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def _open(self) -> ClientConnection:
         # Handshakes of one instance take turns.

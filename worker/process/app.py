@@ -247,7 +247,8 @@ def build_app(
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, forced.set)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(forced.wait(), settings.reload_interval_s)
+                async with asyncio.timeout(settings.reload_interval_s):
+                    await forced.wait()
             force = forced.is_set()
             forced.clear()
             if force:

@@ -60,8 +60,10 @@ class KafkaProbe:
             bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000, **self.client
         )
         try:
-            await asyncio.wait_for(admin.start(), 6)
-            cluster = await asyncio.wait_for(admin.describe_cluster(), 6)
+            async with asyncio.timeout(6):
+                await admin.start()
+            async with asyncio.timeout(6):
+                cluster = await admin.describe_cluster()
             brokers = len(cluster.get("brokers", []))
             self.ok, self.detail = brokers > 0, f"{self.bootstrap_servers} ({brokers} broker(s))"
         except Exception as exc:
@@ -523,7 +525,8 @@ async def _prepare_kafka(config: RunConfig, built: Assembly, stop: asyncio.Event
             )
             told = True
         try:
-            await asyncio.wait_for(stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
             return False
         except TimeoutError:
             delay = min(delay * 2, 10.0)

@@ -114,10 +114,32 @@ class RunningWorker:
             try:
                 await asyncio.to_thread(self.proc.wait, timeout)
             except subprocess.TimeoutExpired:
+                dump = await self._stack_dump()
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait)
-                raise AssertionError(f"zapflow run did not stop within {timeout:.0f} s") from None
+                raise AssertionError(
+                    f"zapflow run did not stop within {timeout:.0f} s; its threads and tasks "
+                    f"(full log: {self.log_path}):\n{dump}"
+                ) from None
         return self.proc.returncode
+
+    async def _stack_dump(self, timeout: float = 10.0) -> str:
+        """Ask a stuck worker for its threads and asyncio tasks (Faust's worker answers
+        SIGUSR1 with them on stderr) and return what it wrote."""
+        start = self.log_path.stat().st_size
+        self.proc.send_signal(signal.SIGUSR1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        size = start
+        while loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            now = self.log_path.stat().st_size
+            if now > start and now == size:
+                break  # wrote something and has stopped writing
+            size = now
+        with self.log_path.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")[-20000:] or "(no answer to SIGUSR1)"
 
 
 async def start_worker(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from worker.fleet.config import OwnershipConfig
@@ -99,3 +101,20 @@ def test_the_assignment_reaches_the_handover_state() -> None:
     own.assigned([tp.partition for tp in assignment.partitions()])
     assert own.state.owned() == {0, 1, 2, 3}
     assert own.owner_of(2) == "me:1"
+
+
+async def test_close_ends_the_grace_timer_woken_in_the_same_turn() -> None:
+    # close() revokes everything, which wakes the grace timer, and cancels the timer in the
+    # same turn. asyncio.wait_for (Python 3.11) returned the wake-up and lost the
+    # cancellation: the timer waited forever, and so did `zapflow run`'s stop.
+    own = ownership()
+    own.assigned([0, 1])
+    own.revoked([0])  # 0 is releasing: the timer waits for its grace deadline
+    release = asyncio.get_running_loop().create_task(own._release_loop())
+    own._release_task = release
+    await asyncio.sleep(0)  # one turn: the timer is now waiting
+    assert own.state.next_release() is not None and not release.done()
+    closing = asyncio.get_running_loop().create_task(own.close())
+    done, _ = await asyncio.wait([closing], timeout=5)
+    assert closing in done, "close() still waits for the grace timer"
+    assert release.cancelled()
