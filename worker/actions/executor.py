@@ -264,7 +264,9 @@ class Executor:
             if claim is not None:
                 claimed_now.add(claim[0])
                 accepted.append(claim)
-        claims: list[tuple[str, LedgerEntry, _Attempt | None, asyncio.Future[Any]]] = []
+        claims: list[
+            tuple[str, LedgerEntry, ActionRecord, _Attempt | None, asyncio.Future[Any]]
+        ] = []
         started = 0
         try:
             for key, claimed, record in accepted:
@@ -274,8 +276,8 @@ class Executor:
                     if attempt is None
                     else ledger.attempt_started(claimed, self._wall_clock())
                 )
-                claims.append((key, entry, attempt, await self._send_entry(key, entry)))
-            for key, entry, attempt, sent in claims:
+                claims.append((key, entry, record, attempt, await self._send_entry(key, entry)))
+            for key, entry, record, attempt, sent in claims:
                 try:
                     await sent
                 except asyncio.CancelledError:
@@ -285,10 +287,10 @@ class Executor:
                         "claim of %s failed to reach Kafka (%r); writing it again", key, exc
                     )
                     await self._write(key, entry)
-                self._start(key, entry, attempt)
+                self._start(key, entry, attempt, record)
                 started += 1
         finally:
-            for _, _, attempt, _ in claims[started:]:
+            for _, _, _, attempt, _ in claims[started:]:
                 if attempt is not None:
                     attempt.slots.release()
 
@@ -347,9 +349,18 @@ class Executor:
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
 
-    def _start(self, key: str, entry: LedgerEntry, attempt: _Attempt | None = None) -> None:
-        """Run ``key``'s task; with ``attempt``, its first step is to perform that attempt."""
-        task = asyncio.create_task(self._run(key, entry, attempt), name=f"action {key}")
+    def _start(
+        self,
+        key: str,
+        entry: LedgerEntry,
+        attempt: _Attempt | None = None,
+        record: ActionRecord | None = None,
+    ) -> None:
+        """Run ``key``'s task; with ``attempt``, its first step is to perform that attempt.
+
+        ``record`` is ``entry``'s record when the caller has parsed it already.
+        """
+        task = asyncio.create_task(self._run(key, entry, attempt, record), name=f"action {key}")
         self._tasks[key] = task
 
         def forget(done: asyncio.Task[None]) -> None:
@@ -362,11 +373,18 @@ class Executor:
 
         task.add_done_callback(forget)
 
-    async def _run(self, key: str, entry: LedgerEntry, attempt: _Attempt | None) -> None:
+    async def _run(
+        self,
+        key: str,
+        entry: LedgerEntry,
+        attempt: _Attempt | None,
+        record: ActionRecord | None,
+    ) -> None:
         _current_key.set(key)  # this task's own context: only its log lines get the key
         record_data = entry.record or {}
         try:
-            record = ActionRecord.from_dict(record_data)
+            if record is None:  # resumed from the table
+                record = ActionRecord.from_dict(record_data)
             await self._attempt_until_finished(key, record, entry, attempt)
         except asyncio.CancelledError:
             raise
