@@ -22,6 +22,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from faust.transport.drivers.aiokafka import Producer as FaustProducer
 
+from worker.stopping import stop_budget, stop_producer
+
 
 class BrokerBatchingAccumulator(MessageAccumulator):  # type: ignore[misc]
     """aiokafka's accumulator, draining every batch of a broker once one of them is due."""
@@ -63,10 +65,24 @@ def batch_per_broker(producer: _P) -> _P:
 
 
 class BrokerBatchingProducer(FaustProducer):
-    """Faust's aiokafka producer, batching per broker (:func:`batch_per_broker`)."""
+    """Faust's aiokafka producer, batching per broker (:func:`batch_per_broker`), whose
+    waits for Kafka are bounded when the app stops (:mod:`worker.stopping`)."""
 
     def _new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
         return batch_per_broker(super()._new_producer(transactional_id))
+
+    async def flush(self) -> None:
+        if self.app.should_stop:
+            await stop_budget(self.app).wait("the producer's last records", super().flush())
+        else:
+            await super().flush()
+
+    async def on_stop(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            # Faust's on_stop stops it again, which then returns at once.
+            await stop_producer(producer, stop_budget(self.app), "the producer's last records")
+        await super().on_stop()
 
 
 def use_broker_batching(app: _App) -> _App:

@@ -62,10 +62,11 @@ from typing import Any, TypeVar
 
 from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import CONSUMER_FETCHING
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.utils.functional import consecutive_numbers
 from mode.utils.futures import notify
 
+from worker.stopping import stop_budget
 from worker.streaming import hand_over
 
 log = logging.getLogger("zapflow.kafka")
@@ -102,6 +103,26 @@ class _Repair:
     generation: int
 
 
+class _ConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, stopping cleanly while Kafka is away."""
+
+    async def on_thread_stop(self) -> None:
+        try:
+            await super().on_thread_stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the stop itself was cancelled
+            # aiokafka's fetcher re-raises the cancellation of its own fetch requests when it
+            # closes (aiokafka#647; with Kafka away, a request waiting out its retry backoff).
+            # Out of here, it would end the thread before it tells the worker it has stopped,
+            # and the worker would wait a minute for it. Close the connections it left open.
+            consumer = self._consumer
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    await consumer._client.close()
+
+
 class GaplessConsumer(Consumer):
     """Faust's aiokafka consumer, committing only offsets every earlier event was acked for.
 
@@ -124,6 +145,19 @@ class GaplessConsumer(Consumer):
         self.repairs = 0
         #: Set when a partition held back for a full stream buffer may be fetched again.
         self._room: asyncio.Event | None = None
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_empty(self) -> None:
+        """Faust's wait for the agents and the last commit; bounded when the app stops
+        (:mod:`worker.stopping`)."""
+        if self.app.should_stop:
+            await stop_budget(self.app).wait("the last commit", super().wait_empty())
+        else:  # a rebalance: Faust's own wait
+            await super().wait_empty()
 
     # -- one generation's bookkeeping -------------------------------------------------------
 

@@ -58,6 +58,7 @@ from worker.actions.slots import Held, Slots
 from worker.actions.stats import ExecutorStats
 from worker.batching import batch_per_broker
 from worker.events import actions_topic, dlq_topic
+from worker.stopping import stop_budget, stop_producer
 from worker.tables import walk_partition
 
 log = logging.getLogger("worker.actions")
@@ -729,8 +730,11 @@ class Executor:
         """Let requests on the wire finish (briefly), stop the rest; all resume from the table."""
         await self._stop_tasks(lambda key: True)
         if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+            producer, self._producer = self._producer, None
+            # Its last ledger writes; bounded while Kafka is away (worker.stopping).
+            await stop_producer(
+                producer, stop_budget(self.app), "the executor's last ledger writes"
+            )
         if self._session is not None:
             await self._session.close()
             self._session = None

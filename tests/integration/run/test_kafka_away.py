@@ -1,0 +1,106 @@
+"""SIGTERM while Kafka is away: ``zapflow run`` stops in time and loses nothing it read.
+
+Faust commits the consumers' offsets once more when it stops, and aiokafka retries that
+commit until the broker is back: without a bound, a worker asked to stop during a Kafka
+outage waited for the outage to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import wait_for
+from tests.integration.run.harness import RunningWorker, start_worker
+from worker.devkafka.broker import KafkaBroker
+
+INSTANCE = "shop-away"
+
+
+def _replied(worker: RunningWorker, chat: str) -> int:
+    return sum(
+        1
+        for c in worker.sim.rest_calls
+        if "/message/sendText/" in c.path
+        and isinstance(c.body, dict)
+        and c.body.get("number") == chat
+    )
+
+
+def _spooled(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+
+
+async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_everything(
+    private_broker_factory: Callable[[Path], KafkaBroker], tmp_path: Path
+) -> None:
+    broker = private_broker_factory(tmp_path / "kafka")
+    await asyncio.to_thread(broker.start)
+    app_id = f"zf-away-{uuid.uuid4().hex[:8]}"
+    first = await start_worker(
+        broker.bootstrap_servers, "away.", tmp_path, (INSTANCE,), app_id=app_id
+    )
+    second: RunningWorker | None = None
+    factory = first.sim.factory(INSTANCE)
+    try:
+        await first.wait_ready(timeout=120)
+        before = factory.received_text(time.time(), "before the outage")
+        assert await first.sim.emit(INSTANCE, "messages.upsert", before)
+        await wait_for(
+            lambda: _replied(first, str(before["keyRemoteJid"])) == 1, 60, message="a reply"
+        )
+
+        received = (await first.status())["ingest"]["received"]
+        await asyncio.to_thread(broker.stop)
+        during = [factory.received_text(time.time(), f"during the outage {i}") for i in range(5)]
+        for message in during:
+            assert await first.sim.emit(INSTANCE, "messages.upsert", message)
+
+        async def all_read() -> bool:
+            status = await first.status()
+            return (status.get("ingest") or {}).get("received", 0) >= received + len(during)
+
+        await wait_for(all_read, 30, message="ingest to read what came during the outage")
+
+        started = time.monotonic()
+        code = await first.stop(timeout=60)
+        took = time.monotonic() - started
+        assert code == 0, first.log()
+        assert took < 45, f"stopping took {took:.0f} s"
+        # Ingest kept what it read from the gateway and Kafka never took.
+        assert _spooled(tmp_path / "spool") >= len(during), first.log()
+
+        shutil.copy(first.log_path, tmp_path / "worker-1.log")  # the next one writes its own
+        await asyncio.to_thread(broker.start)
+        second = await start_worker(
+            broker.bootstrap_servers,
+            "away.",
+            tmp_path,
+            (INSTANCE,),
+            sim=first.sim,
+            inbox=first.inbox,
+            app_id=app_id,
+        )
+        await second.wait_ready(timeout=120)
+        for message in during:
+            chat = str(message["keyRemoteJid"])
+            await wait_for(
+                lambda chat=chat: _replied(second, chat) >= 1, 90, message=f"a reply to {chat}"
+            )
+        assert _replied(second, str(before["keyRemoteJid"])) == 1, (
+            "the first message was answered again"
+        )
+    finally:
+        for worker in (first, second):
+            if worker is not None:
+                await worker.stop()
+        await first.sim.stop()
+        await first.inbox.stop()
