@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,13 +23,12 @@ from worker.devkafka.broker import KafkaBroker
 INSTANCE = "shop-away"
 
 
-def _replied(worker: RunningWorker, chat: str) -> int:
-    return sum(
-        1
+def _replies(worker: RunningWorker) -> Counter[str]:
+    """sendText calls by chat."""
+    return Counter(
+        str(c.body.get("number"))
         for c in worker.sim.rest_calls
-        if "/message/sendText/" in c.path
-        and isinstance(c.body, dict)
-        and c.body.get("number") == chat
+        if "/message/sendText/" in c.path and isinstance(c.body, dict)
     )
 
 
@@ -54,9 +54,7 @@ async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_e
         await first.wait_ready(timeout=120)
         before = factory.received_text(time.time(), "before the outage")
         assert await first.sim.emit(INSTANCE, "messages.upsert", before)
-        await wait_for(
-            lambda: _replied(first, str(before["keyRemoteJid"])) == 1, 60, message="a reply"
-        )
+        await wait_for(lambda: _replies(first).total() == 1, 60, message="a reply")
 
         received = (await first.status())["ingest"]["received"]
         await asyncio.to_thread(broker.stop)
@@ -90,14 +88,13 @@ async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_e
             app_id=app_id,
         )
         await second.wait_ready(timeout=120)
-        for message in during:
-            chat = str(message["keyRemoteJid"])
-            await wait_for(
-                lambda chat=chat: _replied(second, chat) >= 1, 90, message=f"a reply to {chat}"
-            )
-        assert _replied(second, str(before["keyRemoteJid"])) == 1, (
-            "the first message was answered again"
+        # The rule answers a chat once a day; the contacts of the messages may repeat.
+        expected = Counter({str(m["keyRemoteJid"]): 1 for m in [before, *during]})
+        await wait_for(
+            lambda: _replies(second).total() >= expected.total(), 90, message="every reply"
         )
+        # One reply per chat, the one before the outage included (read again or not).
+        assert _replies(second) == expected
     finally:
         for worker in (first, second):
             if worker is not None:
