@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 
 async def wait_for(
@@ -76,3 +78,11 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+def spool_rows(path: Path) -> int:
+    """Events held in ingest's disk spool at ``path`` (0 when there is none)."""
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import spool_rows, wait_for
 from tests.integration.ingest.conftest import (
     envelope,
     paced_traffic,
@@ -73,13 +72,6 @@ class IngestProcess:
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
-
-
-def spool_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
 
 
 async def test_sigterm_while_kafka_is_away_spools_everything_and_a_restart_delivers_it(

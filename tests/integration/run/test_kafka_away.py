@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import wait_for
+from tests.helpers import spool_rows, wait_for
 from tests.integration.run.harness import RunningWorker, start_worker
 from worker.devkafka.broker import KafkaBroker
 
@@ -30,13 +29,6 @@ def _replies(worker: RunningWorker) -> Counter[str]:
         for c in worker.sim.rest_calls
         if "/message/sendText/" in c.path and isinstance(c.body, dict)
     )
-
-
-def _spooled(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
 
 
 async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_everything(
@@ -74,7 +66,7 @@ async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_e
         assert code == 0, first.log()
         assert took < 45, f"stopping took {took:.0f} s"
         # Ingest kept what it read from the gateway and Kafka never took.
-        assert _spooled(tmp_path / "spool") >= len(during), first.log()
+        assert spool_rows(tmp_path / "spool") >= len(during), first.log()
 
         shutil.copy(first.log_path, tmp_path / "worker-1.log")  # the next one writes its own
         await asyncio.to_thread(broker.start)
