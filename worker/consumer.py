@@ -66,7 +66,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.utils.functional import consecutive_numbers
 from mode.utils.futures import notify
 
-from worker.stopping import stop_budget
+from worker.stopping import cancelling, stop_budget
 from worker.streaming import hand_over
 
 log = logging.getLogger("zapflow.kafka")
@@ -110,12 +110,10 @@ class _ConsumerThread(AIOKafkaConsumerThread):
         try:
             await super().on_thread_stop()
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if cancelling():
                 raise  # the stop itself was cancelled
-            # aiokafka's fetcher re-raises the cancellation of its own fetch requests when it
-            # closes (aiokafka#647; with Kafka away, a request waiting out its retry backoff).
-            # Out of here, it would end the thread before it tells the worker it has stopped,
+            # aiokafka's consumer raised a cancellation of its own (see stop_consumer). Out
+            # of here, it would end the thread before it tells the worker it has stopped,
             # and the worker would wait a minute for it. Close the connections it left open.
             consumer = self._consumer
             if consumer is not None:

@@ -14,11 +14,12 @@ their duplicates are recognised downstream (message ids, idempotency keys).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 log = logging.getLogger("zapflow.kafka")
 
@@ -79,11 +80,34 @@ async def stop_producer(producer: AIOKafkaProducer, budget: StopBudget, what: st
             await producer._sender.close()
         await producer.client.close()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelling():
             raise  # not the sender's own cancellation
     except Exception as exc:
         log.debug("closing the producer left: %r", exc)
+
+
+def cancelling() -> bool:
+    """Whether the running task itself has been asked to stop (not a task it awaits)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka's ``consumer.stop()``, without the stray cancellation it can raise.
+
+    Its fetcher re-raises the cancellation of its own fetch requests when it closes
+    (aiokafka#647; with Kafka away, a request waiting out its retry backoff). That
+    ``CancelledError`` is not the caller's: passed on, it would abort the caller's own stop
+    half-way (ingest's, say, before the events in flight reach the spool). The consumer's
+    connections, which ``stop()`` did not get to, are closed here.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        if cancelling():
+            raise
+        with contextlib.suppress(Exception):
+            await consumer._client.close()
 
 
 def stop_budget(app: Any) -> StopBudget:

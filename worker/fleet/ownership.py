@@ -44,6 +44,7 @@ from worker.fleet.config import OwnershipConfig
 from worker.fleet.handover import Handover
 from worker.ingest.config import KafkaConfig
 from worker.ingest.producer import ensure_topics, security_settings
+from worker.stopping import stop_consumer
 
 log = logging.getLogger("zapflow.fleet")
 
@@ -299,7 +300,7 @@ class KafkaOwnership:
             except Exception as exc:
                 if consumer is not None:
                     with contextlib.suppress(Exception):
-                        await consumer.stop()
+                        await stop_consumer(consumer)
                 log.warning(
                     "cannot join the ownership group %s yet (%s); retrying in %.0fs",
                     self.group,
@@ -381,7 +382,7 @@ class KafkaOwnership:
             # sent, and they take over after the session timeout instead.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STEP_TIMEOUT):
-                    await consumer.stop()
+                    await stop_consumer(consumer)
         self.state = self.state.revoke_all(self._clock())
         self._changed()
 

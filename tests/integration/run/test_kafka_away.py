@@ -2,7 +2,9 @@
 
 Faust commits the consumers' offsets once more when it stops, and aiokafka retries that
 commit until the broker is back: without a bound, a worker asked to stop during a Kafka
-outage waited for the outage to end.
+outage waited for the outage to end. With subscription ownership (a fleet), leaving the
+ownership group while Kafka is away raised aiokafka's stray cancellation into ingest's stop,
+which ended before the events in flight reached the spool: they were lost.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import spool_rows, wait_for
 from tests.integration.run.harness import RunningWorker, start_worker
@@ -31,14 +35,15 @@ def _replies(worker: RunningWorker) -> Counter[str]:
     )
 
 
+@pytest.mark.parametrize("ownership", [False, True], ids=["alone", "ownership"])
 async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_everything(
-    private_broker_factory: Callable[[Path], KafkaBroker], tmp_path: Path
+    private_broker_factory: Callable[[Path], KafkaBroker], tmp_path: Path, ownership: bool
 ) -> None:
     broker = private_broker_factory(tmp_path / "kafka")
     await asyncio.to_thread(broker.start)
     app_id = f"zf-away-{uuid.uuid4().hex[:8]}"
     first = await start_worker(
-        broker.bootstrap_servers, "away.", tmp_path, (INSTANCE,), app_id=app_id
+        broker.bootstrap_servers, "away.", tmp_path, (INSTANCE,), app_id=app_id, ownership=ownership
     )
     second: RunningWorker | None = None
     factory = first.sim.factory(INSTANCE)
@@ -78,6 +83,7 @@ async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_e
             sim=first.sim,
             inbox=first.inbox,
             app_id=app_id,
+            ownership=ownership,
         )
         await second.wait_ready(timeout=120)
         # The rule answers a chat once a day; the contacts of the messages may repeat.
