@@ -66,7 +66,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.utils.functional import consecutive_numbers
 from mode.utils.futures import notify
 
-from worker.stopping import cancelling, stop_budget
+from worker.stopping import stop_budget, stop_consumer
 from worker.streaming import hand_over
 
 log = logging.getLogger("zapflow.kafka")
@@ -107,18 +107,14 @@ class _ConsumerThread(AIOKafkaConsumerThread):
     """Faust's consumer thread, stopping cleanly while Kafka is away."""
 
     async def on_thread_stop(self) -> None:
-        try:
+        # Faust's stops the thread's method queue, then the consumer. A stray cancellation
+        # from the consumer (see stop_consumer) would end the thread before it tells the
+        # worker it has stopped, and the worker would wait a minute for it.
+        consumer = self._consumer
+        if consumer is None:
             await super().on_thread_stop()
-        except asyncio.CancelledError:
-            if cancelling():
-                raise  # the stop itself was cancelled
-            # aiokafka's consumer raised a cancellation of its own (see stop_consumer). Out
-            # of here, it would end the thread before it tells the worker it has stopped,
-            # and the worker would wait a minute for it. Close the connections it left open.
-            consumer = self._consumer
-            if consumer is not None:
-                with contextlib.suppress(Exception):
-                    await consumer._client.close()
+        else:
+            await stop_consumer(consumer, super().on_thread_stop())
 
 
 class GaplessConsumer(Consumer):

@@ -92,7 +92,9 @@ def cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+async def stop_consumer(
+    consumer: AIOKafkaConsumer, stopping: Coroutine[Any, Any, Any] | None = None
+) -> None:
     """aiokafka's ``consumer.stop()``, without the stray cancellation it can raise.
 
     Its fetcher re-raises the cancellation of its own fetch requests when it closes
@@ -100,9 +102,11 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     ``CancelledError`` is not the caller's: passed on, it would abort the caller's own stop
     half-way (ingest's, say, before the events in flight reach the spool). The consumer's
     connections, which ``stop()`` did not get to, are closed here.
+
+    ``stopping`` is what stops the consumer when that is more than ``consumer.stop()``.
     """
     try:
-        await consumer.stop()
+        await (consumer.stop() if stopping is None else stopping)
     except asyncio.CancelledError:
         if cancelling():
             raise
