@@ -9,7 +9,8 @@ partition is a database of its own, so one partition's keys can be read alone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 #: A walk hands the event loop back after this many keys (a few ms of work).
@@ -54,3 +55,61 @@ async def walk_partition(
             if not still_ours():
                 return
         yield item
+
+
+class PartitionWalk:
+    """One pass over one partition of a table, taken a slice at a time across event turns.
+
+    For housekeeping that must not come in bursts: the process stage forgets old message ids
+    a bounded slice per tick, spread over minutes, instead of walking the whole partition at
+    once (``bench/README.md``). On the RocksDB store no iterator is held between slices:
+    each slice seeks past the last key it read (RocksDB keeps a database's keys in byte
+    order), so a pass that lasts minutes pins no memtable or file, and keys written ahead of
+    the cursor meanwhile are seen. Any other mapping is copied whole when the pass begins.
+    The pass is :attr:`done` once a slice comes back short, or the partition's database is
+    gone (the partition was taken away).
+    """
+
+    def __init__(self, table: Mapping[str, Any], partition: int) -> None:
+        self._table = table
+        self._partition = partition
+        self._after: bytes | None = None
+        self._copy: Iterator[tuple[str, Any]] | None = None
+        #: Keys handed out so far.
+        self.visited = 0
+        self.done = False
+
+    def take(self, limit: int) -> list[tuple[str, Any]]:
+        """The next ``limit`` items (fewer at the end of the pass; none once done)."""
+        if self.done:
+            return []
+        store: Any = getattr(self._table, "data", None)
+        databases = getattr(store, "_dbs", None)
+        if isinstance(databases, dict) and getattr(store, "use_rocksdict", False):
+            items = self._rocksdb_slice(store, databases, limit)
+        else:
+            if self._copy is None:
+                self._copy = iter(list(partition_items(self._table, self._partition)))
+            items = list(islice(self._copy, limit))
+        self.visited += len(items)
+        if len(items) < limit:
+            self.done = True
+        return items
+
+    def _rocksdb_slice(
+        self, store: Any, databases: dict[int, Any], limit: int
+    ) -> list[tuple[str, Any]]:
+        database = databases.get(self._partition)
+        if database is None:
+            return []
+        raw: list[tuple[bytes, bytes]] = []
+        for key, value in database.items(from_key=self._after):
+            if key in (self._after, store.offset_key):
+                continue
+            raw.append((key, value))
+            if len(raw) == limit:
+                break
+        if raw:
+            self._after = raw[-1][0]
+        decode_key, decode_value = store._decode_key, store._decode_value
+        return [(decode_key(key), decode_value(value)) for key, value in raw]

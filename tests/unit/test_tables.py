@@ -12,7 +12,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 
-from worker.tables import partition_items
+from worker.tables import PartitionWalk, partition_items
 
 
 @dataclass
@@ -76,3 +76,39 @@ def test_a_plain_mapping_is_copied_whole() -> None:
     items = partition_items(table, 0)
     table["c"] = [0, 3]  # a dict view would now raise on the next step
     assert sorted(items) == [("a", [0, 1]), ("b", [1, 2])]
+
+
+def test_a_walk_takes_rocksdb_slices_in_key_order_and_resumes_past_the_last_key(
+    tmp_path: Path,
+) -> None:
+    table = rocksdb_table(tmp_path)
+    walk = PartitionWalk(table, 2)
+    assert walk.take(2) == [("2:0", [2, 0.0, "e0"]), ("2:1", [2, 1.0, "e1"])]
+    with on_partition(2):
+        del table["2:0"]  # behind the cursor
+        table["2:1a"] = [2, 9.0, "new"]  # ahead of it
+    assert not walk.done
+    assert walk.take(2) == [("2:1a", [2, 9.0, "new"]), ("2:2", [2, 2.0, "e2"])]
+    assert walk.take(2) == []
+    assert walk.done
+    assert walk.visited == 4
+
+
+def test_a_walk_ends_on_a_short_slice_or_a_partition_not_held(tmp_path: Path) -> None:
+    table = rocksdb_table(tmp_path)
+    walk = PartitionWalk(table, 0)
+    assert [key for key, _ in walk.take(5)] == ["0:0", "0:1", "0:2"]
+    assert walk.done
+    assert walk.take(5) == []
+    absent = PartitionWalk(table, 3)
+    assert absent.take(5) == []
+    assert absent.done
+
+
+def test_a_walk_of_a_plain_mapping_goes_over_a_copy() -> None:
+    table = {"a": [0, 1], "b": [1, 2]}
+    walk = PartitionWalk(table, 0)
+    first = walk.take(1)
+    table["c"] = [0, 3]  # not in this pass
+    assert first + walk.take(5) == [("a", [0, 1]), ("b", [1, 2])]
+    assert walk.done

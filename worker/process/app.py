@@ -120,7 +120,12 @@ def build_app(
     """
     app = faust.App(settings.app_id, **faust_settings(settings))
     use_broker_batching(use_gapless_consumer(app))
-    processor = EventProcessor(watcher, engine, dedupe_ttl_s=settings.dedupe_ttl_s)
+    processor = EventProcessor(
+        watcher,
+        engine,
+        dedupe_ttl_s=settings.dedupe_ttl_s,
+        tick_interval_s=settings.tick_interval_s,
+    )
     subscribed = tuple(sorted(events if events is not None else watcher.current.bundle.events))
     partitions = settings.partitions
     #: Set to reload the rules now (SIGHUP).

@@ -8,7 +8,9 @@ call it, and emit; unit tests call it with plain dicts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from worker import tables
 from worker.process.echo import dedupe_key, is_own_echo
 from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.forward import Forward, read_forward
@@ -30,11 +33,18 @@ from worker.process.state import (
     rule_id_of,
     seen_before,
 )
-from worker.tables import partition_items, walk_partition
+from worker.tables import PartitionWalk, partition_items
 
 log = logging.getLogger("zapflow.process")
 
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
+
+#: A pass forgetting old message ids begins every ``dedupe_ttl_s`` / this (or every sweep
+#: interval, if longer): the delivery memory holds at most that share more than the TTL asks,
+#: and each id is visited about this many times in its life.
+FORGET_PASSES_PER_TTL = 10
+#: The fewest message ids a tick walks while a pass is under way.
+FORGET_PER_TICK_MIN = 1000
 
 
 class StateNotWritten(Exception):
@@ -77,6 +87,8 @@ class EventProcessor:
     dedupe_ttl_s: float = 3600.0
     #: How often each partition's whole state is walked (expiry, index rebuild, purges).
     sweep_interval_s: float = 60.0
+    #: How often each partition gets a tick (:meth:`tick`, :meth:`forget_old_messages`).
+    tick_interval_s: float = 1.0
     counters: ProcessCounters = field(default_factory=ProcessCounters)
     #: Rules whose state is still to be dropped, and the partitions already cleaned.
     _purge_rules: frozenset[str] = frozenset()
@@ -86,8 +98,11 @@ class EventProcessor:
     _timer_keys: dict[int, set[str]] = field(default_factory=dict)
     #: When each partition was last swept (epoch seconds).
     _swept_at: dict[int, float] = field(default_factory=dict)
-    #: Partitions swept whose old message ids are still to be forgotten.
-    _forget_due: set[int] = field(default_factory=set)
+    #: Per partition: the pass forgetting old message ids under way, when the last pass
+    #: began (epoch seconds), and how many ids the last pass walked.
+    _forgetting: dict[int, PartitionWalk] = field(default_factory=dict)
+    _forget_began: dict[int, float] = field(default_factory=dict)
+    _forget_walked: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._timer_rules = self.engine.timer_rules(self.watcher.current.bundle)
@@ -206,9 +221,9 @@ class EventProcessor:
         Firing looks only at the keys of rules with deadlines (``for``), tracked per
         partition as the state changes. The sweep walks the whole partition: it rebuilds
         that index (after a start or a rebalance), lets the engine drop expired and orphaned
-        state, drops the state of rules changed by a reload, and makes the partition's old
-        message ids due to be forgotten (:meth:`forget_old_messages`, which the caller runs
-        after the tick). Scanning all state every second instead costs O(state) per
+        state, and drops the state of rules changed by a reload. Old message ids are
+        forgotten apart (:meth:`forget_old_messages`, which the caller runs after the
+        tick). Scanning all state every second instead costs O(state) per
         partition per second, which at a few hundred thousand keys is more than the events
         themselves.
         """
@@ -253,7 +268,6 @@ class EventProcessor:
         local = partition_state(items, partition)
         timer_rules = self._timer_rules
         self._timer_keys[partition] = {k for k in local if rule_id_of(k) in timer_rules}
-        self._forget_due.add(partition)
         self.counters.sweeps += 1
         return local
 
@@ -264,30 +278,53 @@ class EventProcessor:
         now_s: float,
         still_ours: Callable[[], bool] = lambda: True,
     ) -> int:
-        """After a sweep of ``partition``: drop its message ids older than the dedupe TTL.
+        """On each tick: forget the partition's next share of message ids older than the TTL.
 
         The delivery memory holds every message id of the last ``dedupe_ttl_s`` (an hour by
-        default: 1.8 million ids at 500 messages/s), so it is walked in slices with the event
-        loop handed back in between (:func:`worker.tables.walk_partition`), and events keep
-        flowing meanwhile. An id is dropped only if it is still old when its turn comes (an
-        event may have delivered it again in between); a partition taken away mid-walk is
-        left to its next owner. Returns how many ids were dropped.
+        default: 1.8 million ids at 500 messages/s). Walking a partition's ids whole once a
+        minute cost each id 60 visits in its life, and held the event loop for 100-200 ms
+        every minute, which every event in flight waited for (``bench/README.md``). So a
+        pass over a partition begins every ``dedupe_ttl_s`` / :data:`FORGET_PASSES_PER_TTL`
+        (or every sweep interval, if longer), and each tick walks only its share: the
+        previous pass's ids spread over the ticks of one period, at least
+        :data:`FORGET_PER_TICK_MIN`, with the event loop handed back every
+        :data:`worker.tables.WALK_SLICE` keys. An id is dropped only if it is still old when
+        its turn comes (an event may have delivered it again in between). A partition taken
+        away mid-pass is left to its next owner. Returns how many ids were dropped.
         """
-        if partition not in self._forget_due:
-            return 0
-        self._forget_due.discard(partition)
+        walk = self._forgetting.get(partition)
+        period = max(self.sweep_interval_s, self.dedupe_ttl_s / FORGET_PASSES_PER_TTL)
+        if walk is None:
+            if now_s - self._forget_began.get(partition, -math.inf) < period:
+                return 0
+            walk = self._forgetting[partition] = PartitionWalk(seen, partition)
+            self._forget_began[partition] = now_s
+        ticks = max(1.0, period / self.tick_interval_s)
+        share = max(FORGET_PER_TICK_MIN, math.ceil(self._forget_walked.get(partition, 0) / ticks))
         ttl = self.dedupe_ttl_s
         forgotten = 0
         try:
-            async for key, stored in walk_partition(seen, partition, still_ours):
-                if is_expired(stored, partition, now_s, ttl):
-                    current = seen.get(key)
-                    if current is not None and is_expired(current, partition, now_s, ttl):
-                        del seen[key]
-                        forgotten += 1
+            while share > 0 and not walk.done:
+                items = walk.take(min(tables.WALK_SLICE, share))
+                share -= len(items)
+                for key, stored in items:
+                    if is_expired(stored, partition, now_s, ttl):
+                        current = seen.get(key)
+                        if current is not None and is_expired(current, partition, now_s, ttl):
+                            del seen[key]
+                            forgotten += 1
+                if share > 0 and not walk.done:
+                    await asyncio.sleep(0)
+                    if not still_ours():
+                        self._forgetting.pop(partition, None)
+                        return forgotten
         except Exception:
             self.counters.tick_errors += 1
             log.exception("old message ids of partition %d not forgotten", partition)
+            walk.done = True
+        if walk.done:
+            self._forget_walked[partition] = walk.visited
+            self._forgetting.pop(partition, None)
         return forgotten
 
     def _track_timers(self, partition: int, changes: Mapping[str, Any]) -> None:
@@ -306,7 +343,8 @@ class EventProcessor:
         """After a rebalance: rebuild every partition's index on its next tick."""
         self._swept_at.clear()
         self._timer_keys.clear()
-        self._forget_due.clear()
+        self._forgetting.clear()
+        self._forget_began.clear()
 
     def reloaded(self, outcome: ReloadOutcome) -> None:
         """Take note of a reload check: count it, schedule the state of stale rules to go."""

@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
 from worker import tables as tables_module
+from worker.process import runtime as runtime_module
 from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.runtime import EventProcessor, StateNotWritten
@@ -142,7 +143,7 @@ def test_tick_fires_due_deadlines_of_its_partition_only(tmp_path: Path) -> None:
     assert processor.counters.timer_actions == 1
 
 
-async def test_after_a_sweep_old_message_ids_of_its_partition_are_forgotten(
+async def test_old_message_ids_of_the_partition_are_forgotten_once_a_period(
     tmp_path: Path,
 ) -> None:
     processor = processor_for(tmp_path, REPLY)
@@ -151,14 +152,33 @@ async def test_after_a_sweep_old_message_ids_of_its_partition_are_forgotten(
         "new": [0, NOW.timestamp(), "e"],
         "other": [1, NOW.timestamp() - 4000, "e"],
     }
-    # Not before the partition's sweep has made it due.
-    assert await processor.forget_old_messages(0, seen, NOW.timestamp()) == 0
-    processor.tick(0, {}, NOW)
     assert await processor.forget_old_messages(0, seen, NOW.timestamp()) == 1
     assert sorted(seen) == ["new", "other"]
-    # Once per sweep.
+    # The next pass begins a tenth of the TTL (360 s) after this one began.
     seen["old"] = [0, NOW.timestamp() - 4000, "e"]
-    assert await processor.forget_old_messages(0, seen, NOW.timestamp()) == 0
+    assert await processor.forget_old_messages(0, seen, NOW.timestamp() + 359) == 0
+    assert await processor.forget_old_messages(0, seen, NOW.timestamp() + 360) == 1
+    assert sorted(seen) == ["new", "other"]
+
+
+async def test_a_pass_is_spread_over_ticks_in_shares_of_the_last_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "FORGET_PER_TICK_MIN", 10)
+    processor = processor_for(tmp_path, REPLY)
+    # A pass at most every 4 ticks: the TTL's tenth (4 s) against a 1 s sweep interval.
+    processor.dedupe_ttl_s, processor.sweep_interval_s = 40.0, 1.0
+    now = NOW.timestamp()
+    seen: dict[str, Any] = {f"m{n:03d}": [0, now - 100, "e"] for n in range(100)}
+    # The first pass knows no size yet: the fewest ids per tick; it ends on a short slice.
+    per_tick = [await processor.forget_old_messages(0, seen, now + t) for t in range(11)]
+    assert per_tick == [10] * 10 + [0]
+    assert seen == {}
+    # The next pass walks the last pass's 100 ids over the 4 ticks of a period: 25 a tick.
+    seen.update({f"n{n:03d}": [0, now - 100, "e"] for n in range(60)})
+    per_tick = [await processor.forget_old_messages(0, seen, now + t) for t in range(11, 16)]
+    assert per_tick == [25, 25, 10, 0, 0]
+    assert seen == {}
 
 
 async def test_forgetting_lets_events_run_and_keeps_ids_they_deliver_again(
@@ -168,7 +188,6 @@ async def test_forgetting_lets_events_run_and_keeps_ids_they_deliver_again(
     processor = processor_for(tmp_path, REPLY)
     old = NOW.timestamp() - 4000
     seen: dict[str, Any] = {f"m{n:03d}": [0, old, "e"] for n in range(100)}
-    processor.tick(0, {}, NOW)
     delivered_again: list[str] = []
 
     async def events() -> None:
@@ -194,10 +213,12 @@ async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
     monkeypatch.setattr(tables_module, "WALK_SLICE", 10)
     processor = processor_for(tmp_path, REPLY)
     seen: dict[str, Any] = {f"m{n:03d}": [0, NOW.timestamp() - 4000, "e"] for n in range(100)}
-    processor.tick(0, {}, NOW)
     forgotten = await processor.forget_old_messages(0, seen, NOW.timestamp(), lambda: False)
     assert forgotten == 10
     assert len(seen) == 90
+    # Given back after the rebalance, the partition's next tick begins a new pass.
+    processor.forget_partitions()
+    assert await processor.forget_old_messages(0, seen, NOW.timestamp() + 1) == 90
 
 
 def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path) -> None:
