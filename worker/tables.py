@@ -1,7 +1,8 @@
 """Reading a Faust table one partition at a time.
 
 Both stages keep tables whose keys live on the partition they were written from, and both
-walk them now and then (the process stage's sweep, the executor's prune). Faust's
+walk them now and then (the process stage's sweep and its forgetting of old message ids, the
+executor's prune). Faust's
 ``table.items()`` reads every partition the worker holds; on the RocksDB store each
 partition is a database of its own, so one partition's keys can be read alone.
 """
@@ -9,6 +10,7 @@ partition is a database of its own, so one partition's keys can be read alone.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
@@ -37,24 +39,6 @@ def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[
         return ()
     decode_key, decode_value = store._decode_key, store._decode_value
     return ((decode_key(key), decode_value(value)) for key, value in store._visible_items(database))
-
-
-async def walk_partition(
-    table: Mapping[str, Any], partition: int, still_ours: Callable[[], bool]
-) -> AsyncIterator[tuple[str, Any]]:
-    """:func:`partition_items`, handing the event loop back every :data:`WALK_SLICE` keys.
-
-    For walks of a whole partition that may hold millions of keys (the executor's prune,
-    the process stage's forgetting of old message ids): the worker's other work runs in
-    between. The walk ends early once ``still_ours()`` says the partition was taken away,
-    which is left to its next owner.
-    """
-    for index, item in enumerate(partition_items(table, partition)):
-        if index and index % WALK_SLICE == 0:
-            await asyncio.sleep(0)
-            if not still_ours():
-                return
-        yield item
 
 
 class PartitionWalk:
@@ -113,3 +97,71 @@ class PartitionWalk:
             self._after = raw[-1][0]
         decode_key, decode_value = store._decode_key, store._decode_value
         return [(decode_key(key), decode_value(value)) for key, value in raw]
+
+
+#: The fewest keys a tick walks while a paced pass is under way: one slice.
+PACED_MINIMUM = WALK_SLICE
+
+
+class PacedWalks:
+    """Housekeeping passes over the partitions of a table, each spread over many ticks.
+
+    For tables that hold hours or days of keys (the process stage's delivery memory, the
+    executor's ledger), where walking a partition whole at once holds the event loop for
+    seconds, and walking it every few minutes reads each key hundreds of times in its life
+    (``bench/README.md``). A pass over a partition begins at most once a period (the caller
+    passes it to every :meth:`share`), and each tick walks only its share: the last pass's
+    size spread over the ticks of one period, at least :data:`PACED_MINIMUM` keys. A pass
+    is :class:`PartitionWalk`, so a write between ticks breaks nothing.
+    """
+
+    def __init__(self, tick_s: float) -> None:
+        self.tick_s = tick_s
+        self._walks: dict[int, PartitionWalk] = {}
+        self._began: dict[int, float] = {}
+        self._walked: dict[int, int] = {}
+
+    async def share(
+        self,
+        table: Mapping[str, Any],
+        partition: int,
+        now_s: float,
+        period_s: float,
+        still_ours: Callable[[], bool],
+    ) -> AsyncIterator[list[tuple[str, Any]]]:
+        """This tick's share of the partition's pass (begun now if one is due), in slices of
+        :data:`WALK_SLICE` keys with the event loop handed back in between.
+
+        A partition taken away mid-pass is left to its next owner: its pass ends there.
+        """
+        walk = self._walks.get(partition)
+        if walk is None:
+            if now_s - self._began.get(partition, -math.inf) < period_s:
+                return
+            walk = self._walks[partition] = PartitionWalk(table, partition)
+            self._began[partition] = now_s
+        ticks = max(1.0, period_s / self.tick_s)
+        left = max(PACED_MINIMUM, math.ceil(self._walked.get(partition, 0) / ticks))
+        while left > 0 and not walk.done:
+            if not still_ours():
+                self._walks.pop(partition, None)
+                return
+            items = walk.take(min(WALK_SLICE, left))
+            left -= len(items)
+            if items:
+                yield items
+            if left > 0 and not walk.done:
+                await asyncio.sleep(0)
+        if walk.done:
+            self.abandon(partition)
+
+    def abandon(self, partition: int) -> None:
+        """End the partition's pass here (done, or failed); the next begins when due."""
+        walk = self._walks.pop(partition, None)
+        if walk is not None:
+            self._walked[partition] = walk.visited
+
+    def reset(self) -> None:
+        """After a rebalance: drop the passes under way; each partition's next tick begins one."""
+        self._walks.clear()
+        self._began.clear()

@@ -59,7 +59,7 @@ from worker.actions.stats import ExecutorStats
 from worker.batching import batch_per_broker
 from worker.events import actions_topic, dlq_topic
 from worker.stopping import stop_budget, stop_producer
-from worker.tables import walk_partition
+from worker.tables import PacedWalks
 
 log = logging.getLogger("worker.actions")
 
@@ -86,6 +86,10 @@ action_log = logging.getLogger("worker.actions.log")
 #: claims). A batch is what has arrived by the time the last one was handled: a lone record
 #: waits for nothing, and under load the batches grow by themselves.
 _CLAIM_BATCH: Final = 500
+#: A pass of the prune over each partition begins every ``ledger_retention_s`` / this (or
+#: every ``prune_interval_s``, if longer): the ledger holds at most that share more keys than
+#: the retention asks, and each key is read about this many times in its life.
+PRUNE_PASSES_PER_RETENTION: Final = 10
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -179,7 +183,9 @@ class Executor:
         self.table.on_recover(self._resume_pending)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
-        app.timer(settings.prune_interval_s, name=f"{settings.table_name}-prune")(self._prune)
+        prune_tick = min(1.0, settings.prune_interval_s)
+        self._pruning = PacedWalks(prune_tick)
+        app.timer(prune_tick, name=f"{settings.table_name}-prune")(self._prune)
 
     # -- the agent: claim and hand over -------------------------------------------------------
 
@@ -670,28 +676,42 @@ class Executor:
         retention longer than any replay you would do (the actions topic's retention is a
         natural choice).
 
-        The table holds every key of the retention (a week by default), so it is walked one
-        partition at a time, handing the event loop back between slices
-        (:func:`worker.tables.walk_partition`): actions keep flowing meanwhile. A partition
-        taken away mid-walk is left to its next owner.
+        The table holds every key of the retention (a week by default), so it is not walked
+        whole at once: runs every second, and a pass over each partition begins every
+        ``ledger_retention_s`` / :data:`PRUNE_PASSES_PER_RETENTION` (or every
+        ``prune_interval_s``, if longer), each run walking its share
+        (:class:`worker.tables.PacedWalks`). A key is forgotten within that period after its
+        retention ends. Actions keep flowing meanwhile; a partition taken away mid-pass is
+        left to its next owner.
         """
-        cutoff = self._wall_clock() - self.settings.ledger_retention_s
+        now = self._wall_clock()
+        settings = self.settings
+        period = max(
+            settings.prune_interval_s, settings.ledger_retention_s / PRUNE_PASSES_PER_RETENTION
+        )
+        cutoff = now - settings.ledger_retention_s
+
+        def expired(stored: Any, partition: int) -> bool:
+            entry = LedgerEntry.from_dict(stored)
+            return entry.finished and entry.updated_at < cutoff and entry.partition == partition
+
         forgotten = 0
         for partition in sorted(self._our_partitions()):
 
             def still_ours(partition: int = partition) -> bool:
                 return partition in self._our_partitions()
 
-            expired: list[str] = []
-            async for key, stored in walk_partition(self.table, partition, still_ours):
-                entry = LedgerEntry.from_dict(stored)
-                if entry.finished and entry.updated_at < cutoff and entry.partition == partition:
-                    expired.append(key)
-            for key in expired:
-                if not still_ours():
-                    break
-                await self._forget(key, partition)
-                forgotten += 1
+            walk = self._pruning.share(self.table, partition, now, period, still_ours)
+            async for items in walk:
+                for key, stored in items:
+                    if not expired(stored, partition):
+                        continue
+                    # Forgetting awaits Kafka: the key may have been claimed again meanwhile.
+                    current = self.table.data.get(key)
+                    if current is None or not still_ours() or not expired(current, partition):
+                        continue
+                    await self._forget(key, partition)
+                    forgotten += 1
         if forgotten:
             await (await self._kafka()).flush()
             log.info("forgot %d finished action key(s) older than the retention", forgotten)

@@ -68,7 +68,9 @@ class ExecutorSettings:
     #: Finished keys are forgotten after this many seconds (a replay older than that would
     #: perform again); keep it at least as long as the actions topic's retention.
     ledger_retention_s: float = 7 * 24 * 3600.0
-    #: How often finished keys past the retention are looked for, seconds.
+    #: The shortest time between two passes looking for finished keys past the retention,
+    #: seconds; a pass begins every tenth of the retention if that is longer, and is spread
+    #: over it (``Executor._prune``).
     prune_interval_s: float = 600.0
     #: On a warm shutdown, how long requests already on the wire may take to finish, seconds.
     shutdown_grace_s: float = 5.0

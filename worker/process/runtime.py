@@ -8,9 +8,7 @@ call it, and emit; unit tests call it with plain dicts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from worker import tables
 from worker.process.echo import dedupe_key, is_own_echo
 from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.forward import Forward, read_forward
@@ -33,7 +30,7 @@ from worker.process.state import (
     rule_id_of,
     seen_before,
 )
-from worker.tables import PartitionWalk, partition_items
+from worker.tables import PacedWalks, partition_items
 
 log = logging.getLogger("zapflow.process")
 
@@ -43,8 +40,6 @@ NO_ACTIONS: Sequence[ActionRecordLike] = ()
 #: interval, if longer): the delivery memory holds at most that share more than the TTL asks,
 #: and each id is visited about this many times in its life.
 FORGET_PASSES_PER_TTL = 10
-#: The fewest message ids a tick walks while a pass is under way.
-FORGET_PER_TICK_MIN = 1000
 
 
 class StateNotWritten(Exception):
@@ -98,14 +93,12 @@ class EventProcessor:
     _timer_keys: dict[int, set[str]] = field(default_factory=dict)
     #: When each partition was last swept (epoch seconds).
     _swept_at: dict[int, float] = field(default_factory=dict)
-    #: Per partition: the pass forgetting old message ids under way, when the last pass
-    #: began (epoch seconds), and how many ids the last pass walked.
-    _forgetting: dict[int, PartitionWalk] = field(default_factory=dict)
-    _forget_began: dict[int, float] = field(default_factory=dict)
-    _forget_walked: dict[int, int] = field(default_factory=dict)
+    #: The passes forgetting old message ids, one per partition at a time.
+    _forgetting: PacedWalks = field(init=False)
 
     def __post_init__(self) -> None:
         self._timer_rules = self.engine.timer_rules(self.watcher.current.bundle)
+        self._forgetting = PacedWalks(self.tick_interval_s)
 
     def process(
         self,
@@ -287,44 +280,26 @@ class EventProcessor:
         pass over a partition begins every ``dedupe_ttl_s`` / :data:`FORGET_PASSES_PER_TTL`
         (or every sweep interval, if longer), and each tick walks only its share: the
         previous pass's ids spread over the ticks of one period, at least
-        :data:`FORGET_PER_TICK_MIN`, with the event loop handed back every
-        :data:`worker.tables.WALK_SLICE` keys. An id is dropped only if it is still old when
+        :data:`worker.tables.PACED_MINIMUM`, with the event loop handed back every
+        :data:`worker.tables.WALK_SLICE` keys (:class:`worker.tables.PacedWalks`). An id is dropped only if it is still old when
         its turn comes (an event may have delivered it again in between). A partition taken
         away mid-pass is left to its next owner. Returns how many ids were dropped.
         """
-        walk = self._forgetting.get(partition)
         period = max(self.sweep_interval_s, self.dedupe_ttl_s / FORGET_PASSES_PER_TTL)
-        if walk is None:
-            if now_s - self._forget_began.get(partition, -math.inf) < period:
-                return 0
-            walk = self._forgetting[partition] = PartitionWalk(seen, partition)
-            self._forget_began[partition] = now_s
-        ticks = max(1.0, period / self.tick_interval_s)
-        share = max(FORGET_PER_TICK_MIN, math.ceil(self._forget_walked.get(partition, 0) / ticks))
         ttl = self.dedupe_ttl_s
         forgotten = 0
         try:
-            while share > 0 and not walk.done:
-                items = walk.take(min(tables.WALK_SLICE, share))
-                share -= len(items)
+            async for items in self._forgetting.share(seen, partition, now_s, period, still_ours):
                 for key, stored in items:
                     if is_expired(stored, partition, now_s, ttl):
                         current = seen.get(key)
                         if current is not None and is_expired(current, partition, now_s, ttl):
                             del seen[key]
                             forgotten += 1
-                if share > 0 and not walk.done:
-                    await asyncio.sleep(0)
-                    if not still_ours():
-                        self._forgetting.pop(partition, None)
-                        return forgotten
         except Exception:
             self.counters.tick_errors += 1
             log.exception("old message ids of partition %d not forgotten", partition)
-            walk.done = True
-        if walk.done:
-            self._forget_walked[partition] = walk.visited
-            self._forgetting.pop(partition, None)
+            self._forgetting.abandon(partition)
         return forgotten
 
     def _track_timers(self, partition: int, changes: Mapping[str, Any]) -> None:
@@ -343,8 +318,7 @@ class EventProcessor:
         """After a rebalance: rebuild every partition's index on its next tick."""
         self._swept_at.clear()
         self._timer_keys.clear()
-        self._forgetting.clear()
-        self._forget_began.clear()
+        self._forgetting.reset()
 
     def reloaded(self, outcome: ReloadOutcome) -> None:
         """Take note of a reload check: count it, schedule the state of stale rules to go."""

@@ -1,5 +1,5 @@
-"""The executor's prune forgets finished keys past the retention, one partition at a time,
-and lets the event loop run between slices of the table."""
+"""The executor's prune forgets finished keys past the retention, a share of each partition
+per run, and lets the event loop run between slices of the table."""
 
 from __future__ import annotations
 
@@ -33,10 +33,11 @@ class Producer:
         return None
 
 
-def executor(ours: set[int]) -> tuple[Executor, Producer]:
+def executor(ours: set[int], clock: list[float] | None = None) -> tuple[Executor, Producer]:
     app = faust.App("test-prune", broker="kafka://127.0.0.1:1", store="memory://")
     settings = ExecutorSettings(ledger_retention_s=RETENTION_S, partitions=2)
-    ex = Executor(app, settings, wall_clock=lambda: NOW)
+    now = clock if clock is not None else [NOW]
+    ex = Executor(app, settings, wall_clock=lambda: now[0])
     producer = Producer()
 
     async def kafka() -> Producer:
@@ -84,8 +85,8 @@ async def test_the_event_loop_runs_between_slices(monkeypatch: pytest.MonkeyPatc
     before = len(ran_during)
     await ex._prune()
     other.cancel()
-    # The walk itself (before any key is forgotten) gave the loop back at least 9 times.
-    assert sum(1 for forgotten in ran_during[before:] if forgotten == 0) >= 9
+    # The loop ran after each slice of 10 keys was forgotten.
+    assert {10, 20, 30, 40, 50, 60, 70, 80, 90} <= set(ran_during[before:])
     assert len(producer.tombstones) == 100
 
 
@@ -99,14 +100,38 @@ async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
         store(ex, f"k{n}", old_done(0))
 
     async def revoke() -> None:
-        await asyncio.sleep(0)
         ours.clear()
 
+    # The revocation comes in the first turn the prune hands back: after its first slice.
     revoking = asyncio.ensure_future(revoke())
     await ex._prune()
     await revoking
-    assert producer.tombstones == []
-    assert len(ex.table.data) == 100
+    assert len(producer.tombstones) == 10
+    assert len(ex.table.data) == 90
+
+
+async def test_a_pass_is_spread_over_runs_and_the_next_waits_for_its_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tables_module, "PACED_MINIMUM", 10)
+    clock = [NOW]
+    ex, producer = executor(ours={0}, clock=clock)
+    for n in range(35):
+        store(ex, f"k{n:02d}", old_done(0))
+    counts = []
+    for _ in range(5):
+        await ex._prune()
+        counts.append(len(producer.tombstones))
+        clock[0] += 1
+    assert counts == [10, 20, 30, 35, 35]
+    # A pass begins every prune_interval_s (600 s; a tenth of the retention is 360 s).
+    store(ex, "late", old_done(0))
+    clock[0] = NOW + 599
+    await ex._prune()
+    assert len(producer.tombstones) == 35
+    clock[0] = NOW + 600
+    await ex._prune()
+    assert producer.tombstones[-1] == (b'"late"', 0)
 
 
 def test_our_partitions_are_those_of_the_actions_topic() -> None:

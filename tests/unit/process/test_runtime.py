@@ -11,7 +11,6 @@ import pytest
 
 from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
 from worker import tables as tables_module
-from worker.process import runtime as runtime_module
 from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.runtime import EventProcessor, StateNotWritten
@@ -164,7 +163,7 @@ async def test_old_message_ids_of_the_partition_are_forgotten_once_a_period(
 async def test_a_pass_is_spread_over_ticks_in_shares_of_the_last_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "FORGET_PER_TICK_MIN", 10)
+    monkeypatch.setattr(tables_module, "PACED_MINIMUM", 10)
     processor = processor_for(tmp_path, REPLY)
     # A pass at most every 4 ticks: the TTL's tenth (4 s) against a 1 s sweep interval.
     processor.dedupe_ttl_s, processor.sweep_interval_s = 40.0, 1.0
@@ -213,7 +212,10 @@ async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
     monkeypatch.setattr(tables_module, "WALK_SLICE", 10)
     processor = processor_for(tmp_path, REPLY)
     seen: dict[str, Any] = {f"m{n:03d}": [0, NOW.timestamp() - 4000, "e"] for n in range(100)}
-    forgotten = await processor.forget_old_messages(0, seen, NOW.timestamp(), lambda: False)
+    answers = iter([True])  # ours for the first slice only
+    forgotten = await processor.forget_old_messages(
+        0, seen, NOW.timestamp(), lambda: next(answers, False)
+    )
     assert forgotten == 10
     assert len(seen) == 90
     # Given back after the rebalance, the partition's next tick begins a new pass.

@@ -1,0 +1,190 @@
+"""What walking the long-lived tables costs: ``python -m bench.housekeeping``.
+
+Two tables hold many keys for a long time: the process stage's delivery memory
+(``seen-messages``, every message id of the last ``dedupe_ttl_s``, an hour by default) and the
+executor's ledger (every action key of the last ``ledger_retention_s``, a week by default).
+Both are walked to forget what is old. This fills one partition of a real Faust RocksDB
+table of each kind (none of it old enough to forget, as in a steady state, where a pass finds
+about a tenth of it due), measures the CPU time per key walked and the longest stretch the
+event loop is held, and prints what that comes to:
+
+- **before** (until 2026-11-26): each partition walked whole at once, the event loop handed
+  back every 500 keys; the delivery memory every minute, all partitions in the same tick,
+  the ledger every ``prune_interval_s`` (10 minutes);
+- **now** (:class:`worker.tables.PacedWalks`): a pass per partition every tenth of the
+  TTL or retention, each tick (a second) walking its share of it.
+
+Not part of ``make bench``: it measures housekeeping, not the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PARTITIONS = 8
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+
+
+@dataclass
+class _Event:
+    message: _Message
+
+
+@dataclass
+class Case:
+    name: str
+    table: str
+    rate: float  # keys remembered per second, all partitions
+    keep_s: float  # how long a key is kept
+    before_every_s: float  # how often a partition was walked whole
+    now_period_s: float  # how often a pass begins now
+
+
+def _fill(app: Any, name: str, keys: int, value: Callable[[int], Any]) -> Any:
+    import orjson
+
+    table = app.Table(name, partitions=PARTITIONS)
+    store = table.data
+    database = store._db_for_partition(0)
+    for n in range(keys):
+        key = f"inst-{n % 5}|messages.upsert|3EB0{n:016X}"
+        database.put(store._encode_key(key), orjson.dumps(value(n)))
+    return table
+
+
+async def _walk_whole(table: Any, check: Callable[[Any], bool]) -> tuple[float, float]:
+    """The walk as it was: the whole partition, the loop handed back every WALK_SLICE keys.
+
+    Returns CPU seconds and the longest CPU stretch between two hand-backs."""
+    from worker.tables import WALK_SLICE, partition_items
+
+    start = mark = time.thread_time()
+    hold = 0.0
+    for index, (_key, stored) in enumerate(partition_items(table, 0)):
+        check(stored)
+        if index and index % WALK_SLICE == 0:
+            hold, mark = max(hold, time.thread_time() - mark), time.thread_time()
+            await asyncio.sleep(0)
+    return time.thread_time() - start, hold
+
+
+async def _walk_paced(
+    table: Any, check: Callable[[Any], bool], period_s: float, held: float
+) -> tuple[float, int]:
+    """One pass as it is now, for a partition of ``held`` keys: the longest tick's CPU
+    seconds and the keys a tick walks."""
+    from worker.tables import PACED_MINIMUM, PacedWalks
+
+    paced = PacedWalks(1.0)
+    paced._walked[0] = int(held)  # the size of the pass before
+    share = max(PACED_MINIMUM, math.ceil(held / period_s))
+    longest, now = 0.0, 0.0
+    while True:
+        start, walked = time.thread_time(), 0
+        async for items in paced.share(table, 0, now, period_s, lambda: True):
+            walked += len(items)
+            for _key, stored in items:
+                check(stored)
+        if not walked:
+            return longest, share
+        longest = max(longest, time.thread_time() - start)
+        now += 1.0
+
+
+async def _measure(case: Case, keys: int) -> dict[str, float]:
+    import faust
+    from faust.streams import _current_event
+
+    from worker.actions import ledger
+    from worker.process.state import is_expired
+
+    now = time.time()
+    held = case.rate * case.keep_s / PARTITIONS
+    if case.table == "seen":
+
+        def value(n: int) -> Any:
+            return [0, now - n % 3600, f"01J{n:023d}"]
+
+        def check(stored: Any) -> bool:
+            return is_expired(stored, 0, now, case.keep_s)
+
+    else:
+
+        def value(n: int) -> Any:
+            entry = ledger.claimed({"kind": "whatsapp.send_text"}, 0, now - n % 3600)
+            return ledger.completed(entry, now - n % 3600).to_dict()
+
+        def check(stored: Any) -> bool:
+            entry = ledger.LedgerEntry.from_dict(stored)
+            return entry.finished and entry.updated_at < now - case.keep_s and entry.partition == 0
+
+    with tempfile.TemporaryDirectory() as datadir:
+        app = faust.App(
+            f"bench-housekeeping-{case.table}",
+            broker="kafka://127.0.0.1:1",
+            store="rocksdb://",
+            datadir=datadir,
+        )
+        table = _fill(app, case.table, keys, value)
+        token = _current_event.set(weakref.ref(_Event(_Message("t", 0))))  # type: ignore[arg-type]
+        try:
+            whole, hold = await _walk_whole(table, check)
+            tick, share = await _walk_paced(table, check, case.now_period_s, held)
+        finally:
+            _current_event.reset(token)
+    per_key = whole / keys
+    return {
+        "per_key_us": per_key * 1e6,
+        "hold_ms": hold * 1000,
+        "held": held,
+        "before_cores": PARTITIONS * held * per_key / case.before_every_s,
+        "before_burst_s": PARTITIONS * held * per_key,
+        "now_cores": PARTITIONS * held * per_key / case.now_period_s,
+        "tick_ms": tick * 1000,
+        "share": share,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=float, default=500.0, help="messages/s remembered")
+    parser.add_argument("--actions", type=float, default=50.0, help="actions/s in the ledger")
+    parser.add_argument("--keys", type=int, default=200_000, help="keys filled and walked")
+    args = parser.parse_args()
+    cases = [
+        Case("delivery memory (1 h)", "seen", args.messages, 3600.0, 60.0, 360.0),
+        Case("executor ledger (7 days)", "ledger", args.actions, 7 * 86400.0, 600.0, 60480.0),
+    ]
+    print(f"{PARTITIONS} partitions; {args.keys:,} keys of each table walked to measure\n")
+    print(
+        "| table | rate | keys per partition | CPU per key | before: all partitions walked "
+        "| before: average | now: a pass every | now: keys a tick (longest tick) "
+        "| now: average |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for case in cases:
+        r = asyncio.run(_measure(case, args.keys))
+        print(
+            f"| {case.name} | {case.rate:g}/s | {r['held']:,.0f} | {r['per_key_us']:.1f} µs "
+            f"| {r['before_burst_s']:.1f} s every {case.before_every_s:g} s (loop held "
+            f"{r['hold_ms']:.1f} ms at a time) | {r['before_cores']:.3f} cores "
+            f"| {case.now_period_s:g} s | {r['share']:,.0f} ({r['tick_ms']:.1f} ms) "
+            f"| {r['now_cores']:.3f} cores |"
+        )
+
+
+if __name__ == "__main__":
+    main()
