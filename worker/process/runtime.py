@@ -223,9 +223,14 @@ class EventProcessor:
         try:
             now_s = now.timestamp()
             bundle = self.watcher.current.bundle
-            if now_s - self._swept_at.get(partition, float("-inf")) >= self.sweep_interval_s:
+            swept_at = self._swept_at.get(partition)
+            if swept_at is None or now_s - swept_at >= self.sweep_interval_s:
                 local = self._sweep(partition, state, now_s)
-                self._swept_at[partition] = now_s
+                # After the first sweep (a start, a rebalance: every partition in the same
+                # second), each partition's next one comes at its own point of the interval,
+                # so the partitions' walks do not all hold the event loop in one tick.
+                stagger = 0.0 if swept_at is not None else _spread(partition)
+                self._swept_at[partition] = now_s - stagger * self.sweep_interval_s
             else:
                 keys = self._timer_keys.get(partition)
                 if not keys:
@@ -331,6 +336,11 @@ class EventProcessor:
             if outcome.stale:
                 self._purge_rules = self._purge_rules | outcome.stale
                 self._purged = set()
+
+
+def _spread(partition: int) -> float:
+    """A point in [0, 1) for each partition, the first ones far apart (golden ratio steps)."""
+    return (partition * 0.6180339887) % 1.0
 
 
 def _event_id(envelope: Any, raw: bytes) -> str:

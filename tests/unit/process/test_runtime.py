@@ -393,3 +393,23 @@ def test_rekeyed_state_that_cannot_be_written_is_raised_for_a_retry(tmp_path: Pa
         "RuntimeError('changelog topic has 0 partitions')"
     )
     assert processor.counters.errors == 0
+
+
+def test_after_the_first_sweep_each_partition_sweeps_at_its_own_point_of_the_interval(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    swept_in_tick: list[list[int]] = []
+    for second in range(121):
+        swept = []
+        for partition in range(8):
+            before = processor.counters.sweeps
+            processor.tick(partition, {}, NOW + timedelta(seconds=second))
+            if processor.counters.sweeps > before:
+                swept.append(partition)
+        swept_in_tick.append(swept)
+    assert swept_in_tick[0] == list(range(8))  # a start: every partition at once
+    later = [partitions for partitions in swept_in_tick[1:] if partitions]
+    # Then every partition once a minute, never two in the same tick.
+    assert all(len(partitions) == 1 for partitions in later)
+    assert sorted(p for partitions in later for p in partitions) == sorted(list(range(8)) * 2)
