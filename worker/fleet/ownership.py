@@ -45,6 +45,7 @@ from worker.fleet.handover import Handover
 from worker.ingest.config import KafkaConfig
 from worker.ingest.producer import ensure_topics, security_settings
 from worker.stopping import stop_consumer
+from worker.tasks import cancel_and_wait
 
 log = logging.getLogger("zapflow.fleet")
 
@@ -372,9 +373,7 @@ class KafkaOwnership:
     async def leave(self) -> None:
         """Leave the group (the others take over at once); sockets enter their grace period."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, reraise=True)
             self._task = None
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
@@ -399,9 +398,7 @@ class KafkaOwnership:
     async def close(self) -> None:
         await self.leave()
         if self._release_task is not None:
-            self._release_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._release_task
+            await cancel_and_wait(self._release_task, reraise=True)
             self._release_task = None
 
     # --- reading ------------------------------------------------------------------

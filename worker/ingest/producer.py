@@ -33,6 +33,7 @@ from worker.ingest.config import KafkaConfig
 from worker.ingest.envelope import KafkaRecord
 from worker.ingest.spool import Spool, SpoolFull
 from worker.ingest.stats import IngestStats
+from worker.tasks import cancel_and_wait
 
 log = logging.getLogger("zapflow.ingest")
 
@@ -232,11 +233,7 @@ class EventPipeline:
         deadline = self._clock() + timeout
         while (self._inflight or self._draining) and self._clock() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
         # Drain batches already in the spool: settle what was acknowledged.
         acked = [s for s, f in self._draining.items() if f.done() and not f.exception()]
         self._settle_drained(acked)

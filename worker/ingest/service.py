@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from worker.ingest.producer import EventPipeline
 from worker.ingest.spool import Spool
 from worker.ingest.stats import IngestStats, SubscriptionState
 from worker.ingest.subscription import Subscription, subscription_options, subscription_url
+from worker.tasks import cancel_and_wait
 
 log = logging.getLogger("zapflow.ingest")
 
@@ -148,11 +148,8 @@ class IngestService:
                 task = self._tasks[i]
                 del self.subscriptions[i], self._tasks[i]
                 sub.stop()  # reads what the gateway sent until it answers the close
-                _, pending = await asyncio.wait([task], timeout=5.0)
-                for late in pending:
-                    late.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await asyncio.wait([task], timeout=5.0)
+                await cancel_and_wait(task)
                 return
 
     def reload(self, config: IngestConfig) -> tuple[list[str], list[str]]:
@@ -198,18 +195,11 @@ class IngestService:
             sub.stop()
         if self._tasks:
             # Each subscription reads until the gateway has answered its close frame.
-            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
-            for task in pending:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await asyncio.wait(self._tasks, timeout=5.0)
+            await cancel_and_wait(*self._tasks)
         self._tasks.clear()
-        for extra in (self._summary_task, self._count_frames_task):
-            if extra is not None:
-                extra.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await extra
+        extras = (self._summary_task, self._count_frames_task)
+        await cancel_and_wait(*(extra for extra in extras if extra is not None), reraise=True)
         self._sync_totals()
         if self.pipeline is not None:
             await self.pipeline.close()

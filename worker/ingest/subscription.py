@@ -43,6 +43,7 @@ from worker.ingest.envelope import (
 )
 from worker.ingest.ids import UlidGenerator
 from worker.ingest.stats import SubscriptionState, SubscriptionStats
+from worker.tasks import cancel_and_wait
 
 log = logging.getLogger("zapflow.ingest")
 
@@ -317,9 +318,7 @@ class Subscription:
                 ws = replacement
         finally:
             if watchdog is not None:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watchdog
+                await cancel_and_wait(watchdog)
         self._current = None
         self._watchdog = None
         if self.stopping:

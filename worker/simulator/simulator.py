@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import random
@@ -25,6 +24,7 @@ from worker.events import SENT_EVENTS
 from worker.simulator import frames, ids, tokens
 from worker.simulator.hub import Counters, Hub, SocketInfo, Subscriber
 from worker.simulator.payloads import ParticipantsStyle, PayloadFactory, iso
+from worker.tasks import cancel_and_wait
 
 _SENT: Final = frozenset(SENT_EVENTS)
 _CLOSE_GRACE: Final = 2.0
@@ -182,11 +182,7 @@ class Simulator:
 
     async def stop(self) -> None:
         """Stop serving: background traffic ends, every socket drops, the port closes."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self._shutdown()
 
     async def _shutdown(self) -> None:
