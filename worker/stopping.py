@@ -36,6 +36,18 @@ class StopBudget:
         #: The waits given up on, in order.
         self.abandoned: list[str] = []
 
+    def remaining(self) -> float:
+        """Seconds left (the budget starts now if nothing has used it yet); 0 once given up."""
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            self._deadline = loop.time() + self.timeout
+        return 0.0 if self.abandoned else max(0.0, self._deadline - loop.time())
+
+    def give_up(self, what: str) -> None:
+        """Note that ``what`` did not make it to Kafka: the rest of the stop does not wait."""
+        if what not in self.abandoned:
+            self.abandoned.append(what)
+
     async def wait(self, what: str, work: Coroutine[Any, Any, Any]) -> bool:
         """Run ``work`` within what is left of the budget; ``False`` if it was given up."""
         loop = asyncio.get_running_loop()
@@ -67,13 +79,17 @@ class StopBudget:
 
 
 async def stop_producer(producer: AIOKafkaProducer, budget: StopBudget, what: str) -> None:
-    """Stop an aiokafka producer within ``budget``; past it, drop what Kafka has not taken.
+    """Stop an aiokafka producer within ``budget``; past it, drop what Kafka has not taken."""
+    if not await budget.wait(what, producer.stop()):
+        await close_producer_now(producer)
+
+
+async def close_producer_now(producer: AIOKafkaProducer) -> None:
+    """Close an aiokafka producer's sender and connections, dropping what Kafka has not taken.
 
     aiokafka's ``stop()`` waits until every batch is delivered or has expired, and offers no
-    way to give up on them: closing its sender and its connections is the way out.
+    way to give up on them: this is the way out.
     """
-    if await budget.wait(what, producer.stop()):
-        return
     producer._closed = True  # stopped, as far as aiokafka's bookkeeping goes
     try:
         if producer._sender is not None:

@@ -56,6 +56,25 @@ async def test_a_later_wait_gets_only_what_is_left() -> None:
     assert loop.time() - started < 0.3
 
 
+async def test_what_is_left_starts_with_its_first_use_and_ends_when_given_up() -> None:
+    budget = StopBudget(timeout=5.0)
+    first = budget.remaining()
+    assert 4.9 < first <= 5.0
+    await asyncio.sleep(0.05)
+    assert budget.remaining() < first
+    never_ran: list[str] = []
+
+    async def commit() -> None:
+        never_ran.append("commit")
+
+    # Ingest's flush found Kafka away: later waits do not wait again.
+    budget.give_up("ingest's events in flight")
+    assert budget.remaining() == 0.0
+    assert await budget.wait("the last commit", commit()) is False
+    assert never_ran == []
+    assert budget.abandoned == ["ingest's events in flight", "the last commit"]
+
+
 def test_one_budget_per_app() -> None:
     class App:
         pass

@@ -33,6 +33,7 @@ from worker.ingest.config import KafkaConfig
 from worker.ingest.envelope import KafkaRecord
 from worker.ingest.spool import Spool, SpoolFull
 from worker.ingest.stats import IngestStats
+from worker.stopping import StopBudget, close_producer_now
 from worker.tasks import cancel_and_wait
 
 log = logging.getLogger("zapflow.ingest")
@@ -220,11 +221,19 @@ class EventPipeline:
         if len(self._spool_buffer) >= SPOOL_WRITE_BATCH:
             self._write_spool()
 
-    async def close(self) -> None:
-        """Flush what can be flushed within ``flush_timeout``; spool the rest; stop."""
+    async def close(self, budget: StopBudget | None = None) -> None:
+        """Flush what can be flushed within ``flush_timeout``; spool the rest; stop.
+
+        Inside ``zapflow run`` the wait for Kafka shares the worker's stop ``budget`` with the
+        other stages' (:mod:`worker.stopping`): when Kafka is away, it does not take ten
+        seconds here and ten more for their commits. What Kafka did not take is spooled
+        either way, and then the producer is closed without waiting for it again.
+        """
         self._closing = True
         self.room.set()
         timeout = self._config.producer.flush_timeout
+        if budget is not None:
+            timeout = min(timeout, budget.remaining())
         # Not yet handed to the producer: straight to disk.
         while self._queue:
             seq, record, _ = self._queue.popleft()
@@ -238,7 +247,8 @@ class EventPipeline:
         acked = [s for s, f in self._draining.items() if f.done() and not f.exception()]
         self._settle_drained(acked)
         self._draining.clear()
-        if self._inflight:
+        unacknowledged = bool(self._inflight)
+        if unacknowledged:
             log.warning(
                 "%d events were not acknowledged by Kafka within %.0fs; they are kept in "
                 "the spool and sent again on the next start",
@@ -248,13 +258,19 @@ class EventPipeline:
             for seq, (record, _, _) in sorted(self._inflight.items()):
                 self._to_spool(seq, record)
             self._inflight.clear()
+            if budget is not None:
+                budget.give_up("ingest's events in flight")
         self._settle_acked_from_spool()
         self._write_spool()
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5.0):
-                    await producer.stop()
+            if unacknowledged:
+                # Everything is in the spool: do not wait for Kafka to take it again.
+                await close_producer_now(producer)
+            else:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5.0):
+                        await producer.stop()
         self._sync_spool_stats()
         self._spool.close()
 

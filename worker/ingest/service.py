@@ -20,6 +20,7 @@ from worker.ingest.producer import EventPipeline
 from worker.ingest.spool import Spool
 from worker.ingest.stats import IngestStats, SubscriptionState
 from worker.ingest.subscription import Subscription, subscription_options, subscription_url
+from worker.stopping import StopBudget
 from worker.tasks import cancel_and_wait
 
 log = logging.getLogger("zapflow.ingest")
@@ -184,8 +185,12 @@ class IngestService:
             before, last = self.stats.received, now
             latency_before = list(self.stats.produce_latency.counts)
 
-    async def stop(self) -> None:
-        """Stop reading, flush to Kafka, spool what is still in flight."""
+    async def stop(self, budget: StopBudget | None = None) -> None:
+        """Stop reading, flush to Kafka, spool what is still in flight.
+
+        ``budget``: the worker's wait for Kafka during its stop, shared with the other stages
+        (``zapflow run``; see :meth:`EventPipeline.close`).
+        """
         if self.roster is not None:
             # With ownership: leave the group first and keep reading for the grace
             # period, so the processes taking over have opened their sockets.
@@ -202,7 +207,7 @@ class IngestService:
         await cancel_and_wait(*(extra for extra in extras if extra is not None), reraise=True)
         self._sync_totals()
         if self.pipeline is not None:
-            await self.pipeline.close()
+            await self.pipeline.close(budget)
         log.info(
             "ingest stopped: %d received, %d produced, %d in the spool",
             self.stats.received,

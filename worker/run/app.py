@@ -33,6 +33,7 @@ from worker.observability.server import Observability, StatusServer
 from worker.run.config import RunConfig
 from worker.run.metrics import IngestCollector, ProcessCollector, RuleTally, TallyingEngine
 from worker.run.services import IngestRunner, StatusRunner
+from worker.stopping import stop_budget
 from worker.streaming import prepare_worker
 
 log = logging.getLogger("zapflow.run")
@@ -291,7 +292,8 @@ def assemble(
 
         built.ingest = IngestService(config.ingest, output=output)
         built.on_sighup.append(lambda: reload_soon(built, output))
-        built.services.append(IngestRunner(built.ingest))
+        budget = stop_budget(built.app) if built.app is not None else None
+        built.services.append(IngestRunner(built.ingest, budget))
         stats = built.ingest.stats
         obs.registry.register(IngestCollector(stats))
         obs.readiness["subscriptions"] = lambda: _subscriptions_ready(stats)

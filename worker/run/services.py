@@ -12,20 +12,25 @@ from mode import Service
 
 from worker.ingest.service import IngestService
 from worker.observability.server import StatusServer
+from worker.stopping import StopBudget
 
 
 class IngestRunner(Service):
     """Runs the ingest stage inside the worker's event loop."""
 
-    def __init__(self, ingest: IngestService, **kwargs: Any) -> None:
+    def __init__(
+        self, ingest: IngestService, budget: StopBudget | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.ingest = ingest
+        #: The Faust worker's wait for Kafka during its stop, which ingest's flush shares.
+        self.budget = budget
 
     async def on_start(self) -> None:
         await self.ingest.start()
 
     async def on_stop(self) -> None:
-        await self.ingest.stop()
+        await self.ingest.stop(self.budget)
 
 
 class StatusRunner(Service):

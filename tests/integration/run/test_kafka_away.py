@@ -69,7 +69,8 @@ async def test_sigterm_while_kafka_is_away_stops_in_time_and_a_restart_answers_e
         code = await first.stop(timeout=60)
         took = time.monotonic() - started
         assert code == 0, first.log()
-        assert took < 45, f"stopping took {took:.0f} s"
+        # One shared wait for Kafka: 11 s alone, 17 s with ownership's grace period, here.
+        assert took < 30, f"stopping took {took:.0f} s"
         # Ingest kept what it read from the gateway and Kafka never took.
         assert spool_rows(tmp_path / "spool") >= len(during), first.log()
 
