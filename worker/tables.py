@@ -1,10 +1,10 @@
 """Reading a Faust table one partition at a time.
 
 Both stages keep tables whose keys live on the partition they were written from, and both
-walk them now and then (the process stage's sweep and its forgetting of old message ids, the
-executor's prune). Faust's
-``table.items()`` reads every partition the worker holds; on the RocksDB store each
-partition is a database of its own, so one partition's keys can be read alone.
+walk them now and then (the process stage's sweep and its forgetting of old message ids,
+the executor's prune). Faust's ``table.items()`` reads every partition the worker holds; on
+the RocksDB store each partition is a database of its own, so one partition's keys can be
+read alone.
 """
 
 from __future__ import annotations
@@ -44,9 +44,8 @@ def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[
 class PartitionWalk:
     """One pass over one partition of a table, taken a slice at a time across event turns.
 
-    For housekeeping that must not come in bursts: the process stage forgets old message ids
-    a bounded slice per tick, spread over minutes, instead of walking the whole partition at
-    once (``bench/README.md``). On the RocksDB store no iterator is held between slices:
+    For housekeeping that must not come in bursts (:class:`PacedWalks`): a pass spread over
+    minutes, a slice at a time, instead of the whole partition at once. On the RocksDB store no iterator is held between slices:
     each slice seeks past the last key it read (RocksDB keeps a database's keys in byte
     order), so a pass that lasts minutes pins no memtable or file, and keys written ahead of
     the cursor meanwhile are seen. Any other mapping is copied whole when the pass begins.
@@ -132,7 +131,8 @@ class PacedWalks:
         """This tick's share of the partition's pass (begun now if one is due), in slices of
         :data:`WALK_SLICE` keys with the event loop handed back in between.
 
-        A partition taken away mid-pass is left to its next owner: its pass ends there.
+        A partition taken away mid-pass is left to its next owner: its pass ends there, and
+        should the partition come back, its next tick begins a new one.
         """
         walk = self._walks.get(partition)
         if walk is None:
@@ -145,6 +145,7 @@ class PacedWalks:
         while left > 0 and not walk.done:
             if not still_ours():
                 self._walks.pop(partition, None)
+                self._began.pop(partition, None)
                 return
             items = walk.take(min(WALK_SLICE, left))
             left -= len(items)

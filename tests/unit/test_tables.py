@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import pytest
 from faust.streams import _current_event
 
-from worker.tables import PartitionWalk, partition_items
+from worker import tables
+from worker.tables import PacedWalks, PartitionWalk, partition_items
 
 
 @dataclass
@@ -112,3 +114,24 @@ def test_a_walk_of_a_plain_mapping_goes_over_a_copy() -> None:
     table["c"] = [0, 3]  # not in this pass
     assert first + walk.take(5) == [("a", [0, 1]), ("b", [1, 2])]
     assert walk.done
+
+
+async def test_a_pass_left_when_the_partition_went_begins_again_when_it_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tables, "WALK_SLICE", 10)
+    table = {f"k{n:02d}": [0, n] for n in range(30)}
+    paced = PacedWalks(tick_s=1.0)
+    ours = [True]
+
+    async def share(now: float) -> list[str]:
+        keys: list[str] = []
+        async for items in paced.share(table, 0, now, 3600.0, lambda: ours[0]):
+            keys += [key for key, _ in items]
+            ours[0] = False  # taken away after the first slice
+        return keys
+
+    assert len(await share(0.0)) == 10
+    ours[0] = True
+    # Back one tick later: a new pass from the start, not an hour later.
+    assert (await share(1.0))[0] == "k00"

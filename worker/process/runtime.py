@@ -283,10 +283,8 @@ class EventProcessor:
         minute cost each id 60 visits in its life, and held the event loop for 100-200 ms
         every minute, which every event in flight waited for (``bench/README.md``). So a
         pass over a partition begins every ``dedupe_ttl_s`` / :data:`FORGET_PASSES_PER_TTL`
-        (or every sweep interval, if longer), and each tick walks only its share: the
-        previous pass's ids spread over the ticks of one period, at least
-        :data:`worker.tables.PACED_MINIMUM`, with the event loop handed back every
-        :data:`worker.tables.WALK_SLICE` keys (:class:`worker.tables.PacedWalks`). An id is dropped only if it is still old when
+        (or every sweep interval, if longer), and each tick walks only its share
+        (:class:`worker.tables.PacedWalks`). An id is dropped only if it is still old when
         its turn comes (an event may have delivered it again in between). A partition taken
         away mid-pass is left to its next owner. Returns how many ids were dropped.
         """
