@@ -28,6 +28,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from worker.stopping import stop_consumer
+
 T = TypeVar("T")
 
 log = logging.getLogger("zapflow.kafka")
@@ -93,7 +95,7 @@ async def anchor_offsets(
         return 0
     finally:
         coordinator.setLevel(level)
-        await consumer.stop()
+        await stop_consumer(consumer)
     log.info(
         "consumer group %s: anchored %d partition(s) at their log start", group_id, len(missing)
     )

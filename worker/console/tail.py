@@ -20,6 +20,7 @@ from worker.events import (
     invalid_topic,
 )
 from worker.kafka_security import client_settings
+from worker.stopping import stop_consumer
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -146,7 +147,7 @@ async def tail(
                     print(render(tp.topic, record.value, raw_json, prefix), file=out, flush=True)
                     printed += 1
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     return printed
 
 

@@ -33,7 +33,7 @@ from worker.observability.server import Observability, StatusServer
 from worker.run.config import RunConfig
 from worker.run.metrics import IngestCollector, ProcessCollector, RuleTally, TallyingEngine
 from worker.run.services import IngestRunner, StatusRunner
-from worker.stopping import stop_budget
+from worker.stopping import stop_budget, stop_consumer
 from worker.streaming import prepare_worker
 
 log = logging.getLogger("zapflow.run")
@@ -111,7 +111,7 @@ class LagProbe:
         except Exception:  # the Kafka probe reports reachability; lag is best effort
             log.debug("consumer lag of %s not read", self.group_id, exc_info=True)
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
             await admin.close()
 
 
