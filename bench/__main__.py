@@ -27,6 +27,7 @@ BENCHMARKS = {
     "rules": ("bench.bench_process", "Rules throughput"),
     "latency": ("bench.bench_latency", "End-to-end latency"),
     "subscriptions": ("bench.bench_subscriptions", "Subscription scale"),
+    "housekeeping": ("bench.bench_housekeeping", "Housekeeping walks"),
 }
 
 
