@@ -38,10 +38,14 @@ class StopBudget:
 
     def remaining(self) -> float:
         """Seconds left (the budget starts now if nothing has used it yet); 0 once given up."""
-        loop = asyncio.get_running_loop()
+        deadline = self._started()
+        return 0.0 if self.abandoned else max(0.0, deadline - asyncio.get_running_loop().time())
+
+    def _started(self) -> float:
+        """The deadline, set by the first use."""
         if self._deadline is None:
-            self._deadline = loop.time() + self.timeout
-        return 0.0 if self.abandoned else max(0.0, self._deadline - loop.time())
+            self._deadline = asyncio.get_running_loop().time() + self.timeout
+        return self._deadline
 
     def give_up(self, what: str) -> None:
         """Note that ``what`` did not make it to Kafka: the rest of the stop does not wait."""
@@ -50,17 +54,15 @@ class StopBudget:
 
     async def wait(self, what: str, work: Coroutine[Any, Any, Any]) -> bool:
         """Run ``work`` within what is left of the budget; ``False`` if it was given up."""
-        loop = asyncio.get_running_loop()
-        if self._deadline is None:
-            self._deadline = loop.time() + self.timeout
+        deadline = self._started()
         if self.abandoned:
             work.close()  # Kafka did not answer before: do not wait for it again
             if what not in self.abandoned:
-                self.abandoned.append(what)
                 log.info("stopping without %s too", what)
+            self.give_up(what)
             return False
         try:
-            async with asyncio.timeout_at(self._deadline):
+            async with asyncio.timeout_at(deadline):
                 await work
         except TimeoutError:
             self.abandoned.append(what)

@@ -100,6 +100,8 @@ class PartitionWalk:
 
 #: The fewest keys a tick walks while a paced pass is under way: one slice.
 PACED_MINIMUM = WALK_SLICE
+#: A pass begins every keeping time / this (see :meth:`PacedWalks.period`).
+PASSES_PER_KEEPING = 10
 
 
 class PacedWalks:
@@ -155,6 +157,16 @@ class PacedWalks:
                 await asyncio.sleep(0)
         if walk.done:
             self.abandon(partition)
+
+    @staticmethod
+    def period(keep_s: float, shortest_s: float) -> float:
+        """How often a pass begins over a table that keeps keys ``keep_s`` seconds.
+
+        A tenth of that (:data:`PASSES_PER_KEEPING`), and never more often than
+        ``shortest_s``: the table holds at most a tenth more keys than it must, and each key
+        is read about ten times in its life.
+        """
+        return max(shortest_s, keep_s / PASSES_PER_KEEPING)
 
     def abandon(self, partition: int) -> None:
         """End the partition's pass here (done, or failed); the next begins when due."""

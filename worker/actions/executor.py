@@ -86,10 +86,6 @@ action_log = logging.getLogger("worker.actions.log")
 #: claims). A batch is what has arrived by the time the last one was handled: a lone record
 #: waits for nothing, and under load the batches grow by themselves.
 _CLAIM_BATCH: Final = 500
-#: A pass of the prune over each partition begins every ``ledger_retention_s`` / this (or
-#: every ``prune_interval_s``, if longer): the ledger holds at most that share more keys than
-#: the retention asks, and each key is read about this many times in its life.
-PRUNE_PASSES_PER_RETENTION: Final = 10
 
 _LOG_LEVELS: Final = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -677,18 +673,16 @@ class Executor:
         natural choice).
 
         The table holds every key of the retention (a week by default), so it is not walked
-        whole at once: runs every second, and a pass over each partition begins every
-        ``ledger_retention_s`` / :data:`PRUNE_PASSES_PER_RETENTION` (or every
-        ``prune_interval_s``, if longer), each run walking its share
+        whole at once: runs every second, and a pass over each partition begins every tenth
+        of ``ledger_retention_s`` (or every ``prune_interval_s``, if longer), each run walking
+        its share
         (:class:`worker.tables.PacedWalks`). A key is forgotten within that period after its
         retention ends. Actions keep flowing meanwhile; a partition taken away mid-pass is
         left to its next owner.
         """
         now = self._wall_clock()
         settings = self.settings
-        period = max(
-            settings.prune_interval_s, settings.ledger_retention_s / PRUNE_PASSES_PER_RETENTION
-        )
+        period = PacedWalks.period(settings.ledger_retention_s, settings.prune_interval_s)
         cutoff = now - settings.ledger_retention_s
 
         def expired(stored: Any, partition: int) -> bool:

@@ -36,11 +36,6 @@ log = logging.getLogger("zapflow.process")
 
 NO_ACTIONS: Sequence[ActionRecordLike] = ()
 
-#: A pass forgetting old message ids begins every ``dedupe_ttl_s`` / this (or every sweep
-#: interval, if longer): the delivery memory holds at most that share more than the TTL asks,
-#: and each id is visited about this many times in its life.
-FORGET_PASSES_PER_TTL = 10
-
 
 class StateNotWritten(Exception):
     """The rule state of an evaluated event could not be written to its table.
@@ -282,13 +277,13 @@ class EventProcessor:
         default: 1.8 million ids at 500 messages/s). Walking a partition's ids whole once a
         minute cost each id 60 visits in its life, and held the event loop for 100-200 ms
         every minute, which every event in flight waited for (``bench/README.md``). So a
-        pass over a partition begins every ``dedupe_ttl_s`` / :data:`FORGET_PASSES_PER_TTL`
-        (or every sweep interval, if longer), and each tick walks only its share
+        pass over a partition begins every tenth of ``dedupe_ttl_s`` (or every sweep
+        interval, if longer), and each tick walks only its share
         (:class:`worker.tables.PacedWalks`). An id is dropped only if it is still old when
         its turn comes (an event may have delivered it again in between). A partition taken
         away mid-pass is left to its next owner. Returns how many ids were dropped.
         """
-        period = max(self.sweep_interval_s, self.dedupe_ttl_s / FORGET_PASSES_PER_TTL)
+        period = PacedWalks.period(self.dedupe_ttl_s, self.sweep_interval_s)
         ttl = self.dedupe_ttl_s
         forgotten = 0
         try:
