@@ -42,6 +42,39 @@ def reply(obj: Any) -> None:
     sys.stdout.buffer.flush()
 
 
+class _Replies:
+    """The sendText calls since ``start`` that answer one of ``emitted``, counted as they come.
+
+    Replies to messages of an earlier run (stragglers of a warm-up or a backlog) do not count:
+    counting them would end the wait before this run's last replies, which would then count
+    as unanswered here and as stray calls in the next run.
+    """
+
+    def __init__(self, calls: list[Any], start: int, emitted: dict[str, float]) -> None:
+        self._calls = calls
+        self._next = start
+        self._emitted = emitted
+        self._answered: set[str] = set()
+
+    def count(self) -> int:
+        calls = self._calls
+        while self._next < len(calls):
+            call = calls[self._next]
+            self._next += 1
+            key = _probe_key(call)
+            if key is not None and key in self._emitted:
+                self._answered.add(key)
+        return len(self._answered)
+
+
+def _probe_key(call: Any) -> str | None:
+    """The message id a sendText call answers (``probe <id>``), or ``None``."""
+    if not call.path.startswith("/message/sendText/"):
+        return None
+    match = PROBE.search((call.body or {}).get("textMessage", {}).get("text", ""))
+    return match.group(1) if match else None
+
+
 class Driver:
     def __init__(self, sim: Simulator, names: list[str], events: list[str]) -> None:
         self.sim = sim
@@ -109,8 +142,9 @@ class Driver:
             await asyncio.sleep(0)
         emit_seconds = loop.time() - start
         deadline = loop.time() + settle
+        replies = _Replies(self.sim.rest_calls, calls_before, emitted)
         while loop.time() < deadline:
-            if self._answered(calls_before, emitted) >= len(emitted):
+            if replies.count() >= len(emitted):
                 break
             await asyncio.sleep(0.05)
         latencies: list[float] = []
@@ -121,10 +155,8 @@ class Driver:
             if not call.path.startswith("/message/sendText/"):
                 continue
             statuses[str(call.status)] = statuses.get(str(call.status), 0) + 1
-            text = (call.body or {}).get("textMessage", {}).get("text", "")
-            match = PROBE.search(text)
-            if match and match.group(1) in emitted:
-                key = match.group(1)
+            key = _probe_key(call)
+            if key is not None and key in emitted:
                 latencies.append((call.at - emitted.pop(key)) * 1000)
                 samples.append((key, sent_at[key], call.at))
         samples += [(key, at, None) for key, at in emitted.items()]
@@ -144,11 +176,6 @@ class Driver:
             "samples": samples,
             "answer_rate": call_rate,
         }
-
-    def _answered(self, calls_before: int, emitted: dict[str, float]) -> int:
-        return sum(
-            1 for c in self.sim.rest_calls[calls_before:] if c.path.startswith("/message/sendText/")
-        )
 
     async def drop(self, expect: int, within: float) -> Any:
         start = time.monotonic()
