@@ -22,6 +22,7 @@ from worker.process.forward import Forward, read_forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.state import (
     EngineState,
+    PartitionView,
     apply_changes,
     is_expired,
     keys_of_rules,
@@ -237,7 +238,7 @@ class EventProcessor:
                         keys.discard(key)
                     else:
                         local[key] = stored[1]
-            evaluation = self.engine.fire_due(bundle, local, now)
+            evaluation = self.engine.fire_due(bundle, PartitionView(local, state, partition), now)
             if evaluation.changes:
                 apply_changes(state, evaluation.changes, partition)
                 self._track_timers(partition, evaluation.changes)

@@ -42,6 +42,38 @@ class EngineState(Mapping[str, Any]):
         return len(self._table)
 
 
+class PartitionView(Mapping[str, Any]):
+    """What ``fire_due`` sees of one partition: the keys of ``local`` to walk, and any other
+    key of the partition looked up in the table.
+
+    The engine walks only ``local`` (the keys of the rules with deadlines, between sweeps),
+    but a deadline that fires consults other rules' state: ``inhibited_by`` a rule without
+    ``for`` reads that rule's throttle. Those keys are not in ``local``, so they are read from
+    the table, bare and only if they are the partition's.
+    """
+
+    __slots__ = ("_local", "_partition", "_table")
+
+    def __init__(self, local: Mapping[str, Any], table: Mapping[str, Any], partition: int):
+        self._local = local
+        self._table = table
+        self._partition = partition
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._local:
+            return self._local[key]
+        stored = self._table.get(key)
+        if stored is None or stored[0] != self._partition:
+            raise KeyError(key)
+        return stored[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._local)
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+
 def apply_changes(
     table: MutableMapping[str, Any], changes: Mapping[str, Any | None], partition: int
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit.process.standin import Record, StandInEngine, envelope, write_rules
 from worker import tables as tables_module
+from worker.process.engine import BundleEngine
 from worker.process.forward import Forward
 from worker.process.reload import ReloadOutcome, RulesWatcher
 from worker.process.runtime import EventProcessor, StateNotWritten
@@ -251,6 +252,48 @@ def test_between_sweeps_the_tick_fires_from_the_timer_index(tmp_path: Path) -> N
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
     assert processor.counters.sweeps == sweeps
     assert list(state) == ["auto-reply|shop-bot"]
+
+
+INHIBITED_DEADLINE = """
+rules:
+  - id: instance-down
+    on: connection.update
+    when: conn.state == "close"
+    key: [instance]
+    throttle: 1h
+    actions:
+      - log: {message: "down {{ instance }}"}
+  - id: qr-pending
+    on: qrcode.updated
+    key: [instance]
+    for: 2m
+    inhibited_by: [instance-down]
+    actions:
+      - log: {message: "QR code still pending on {{ instance }}"}
+"""
+
+
+@pytest.mark.parametrize("sweep_interval_s", [3600.0, 60.0], ids=["timer index", "sweep"])
+def test_a_deadline_is_inhibited_by_a_rule_without_for_whether_or_not_the_tick_sweeps(
+    tmp_path: Path, sweep_interval_s: float
+) -> None:
+    # Between sweeps the tick walks only the keys of rules with deadlines; the inhibiting
+    # rule's throttle is not one of them and must still be seen.
+    (tmp_path / "rules.yaml").write_text(INHIBITED_DEADLINE, encoding="utf-8")
+    engine = BundleEngine()
+    processor = EventProcessor(RulesWatcher.start(tmp_path, engine), engine)
+    processor.sweep_interval_s = sweep_interval_s
+    state: dict[str, Any] = {}
+    assert not processor.tick(0, state, NOW)  # the first sweep
+    processor.process(raw(envelope("qrcode.updated", {"code": "x"}, id="01JQ")), 0, state, {}, NOW)
+    down = processor.process(
+        raw(envelope("connection.update", {"state": "close"}, id="01JD")), 0, state, {}, NOW
+    )
+    assert [a.rule_id for a in down] == ["instance-down"]
+    later = NOW + timedelta(seconds=130)
+    assert processor.tick(0, state, later) == []
+    assert processor.counters.sweeps == (1 if sweep_interval_s > 130 else 2)
+    assert processor.counters.timer_actions == 0
 
 
 def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(

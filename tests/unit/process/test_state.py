@@ -6,6 +6,7 @@ import pytest
 
 from worker.process.state import (
     EngineState,
+    PartitionView,
     apply_changes,
     is_expired,
     keys_of_rules,
@@ -20,6 +21,20 @@ def test_changes_are_stored_with_the_partition_of_the_event_and_none_deletes() -
     table: dict[str, Any] = {"a|x": [1, 5], "b|x": [1, {"n": 1}]}
     apply_changes(table, {"a|x": None, "b|x": {"n": 2}, "c|y": [1, 2], "gone|z": None}, 3)
     assert table == {"b|x": [3, {"n": 2}], "c|y": [3, [1, 2]]}
+
+
+def test_a_partition_view_walks_its_keys_and_looks_up_the_rest_of_the_partition() -> None:
+    table: dict[str, Any] = {
+        "timer|a": [2, {"due": 1}],
+        "other|t|a": [2, {"until": 9}],
+        "elsewhere|t|a": [5, {"until": 9}],
+    }
+    view = PartitionView({"timer|a": {"due": 1}}, table, 2)
+    assert list(view.items()) == [("timer|a", {"due": 1})]
+    assert view.get("other|t|a") == {"until": 9}
+    assert view.get("elsewhere|t|a") is None  # another partition's
+    assert view.get("missing") is None
+    assert "other|t|a" in view and len(view) == 1
 
 
 def test_engine_sees_bare_values_read_only() -> None:
