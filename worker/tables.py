@@ -45,19 +45,21 @@ class PartitionWalk:
     """One pass over one partition of a table, taken a slice at a time across event turns.
 
     For housekeeping that must not come in bursts (:class:`PacedWalks`): a pass spread over
-    minutes, a slice at a time, instead of the whole partition at once. On the RocksDB store no iterator is held between slices:
-    each slice seeks past the last key it read (RocksDB keeps a database's keys in byte
-    order), so a pass that lasts minutes pins no memtable or file, and keys written ahead of
-    the cursor meanwhile are seen. Any other mapping is copied whole when the pass begins.
-    The pass is :attr:`done` once a slice comes back short, or the partition's database is
-    gone (the partition was taken away).
+    minutes, a slice at a time, instead of the whole partition at once. On the RocksDB store
+    no iterator is held between slices: each slice seeks past the last key it read (RocksDB
+    keeps a database's keys in byte order), so a pass that lasts minutes pins no memtable or
+    file, and keys written ahead of the cursor meanwhile are seen. Of any other mapping the
+    keys are copied when the pass begins, and each slice reads their values when it is taken
+    (keys dropped meanwhile are left out). Either way a slice holds the values as they are
+    when it is taken. The pass is :attr:`done` once a slice comes back short, or the
+    partition's database is gone (the partition was taken away).
     """
 
     def __init__(self, table: Mapping[str, Any], partition: int) -> None:
         self._table = table
         self._partition = partition
         self._after: bytes | None = None
-        self._copy: Iterator[tuple[str, Any]] | None = None
+        self._copy: Iterator[str] | None = None
         #: Keys handed out so far.
         self.visited = 0
         self.done = False
@@ -70,13 +72,19 @@ class PartitionWalk:
         databases = getattr(store, "_dbs", None)
         if isinstance(databases, dict) and getattr(store, "use_rocksdict", False):
             items = self._rocksdb_slice(store, databases, limit)
+            self.done = len(items) < limit
         else:
             if self._copy is None:
-                self._copy = iter(list(partition_items(self._table, self._partition)))
-            items = list(islice(self._copy, limit))
+                # The keys only: a copy of the items makes a tuple per key, and as many new
+                # objects at once set off a full collection of a large heap (50-100 ms seen
+                # at 125,000 keys).
+                self._copy = iter(list(self._table))
+            keys = list(islice(self._copy, limit))
+            self.done = len(keys) < limit
+            # Read now, not when the pass began: a key written or dropped since is seen so.
+            table = self._table
+            items = [(key, value) for key in keys if (value := table.get(key)) is not None]
         self.visited += len(items)
-        if len(items) < limit:
-            self.done = True
         return items
 
     def _rocksdb_slice(
@@ -121,6 +129,8 @@ class PacedWalks:
         self._walks: dict[int, PartitionWalk] = {}
         self._began: dict[int, float] = {}
         self._walked: dict[int, int] = {}
+        #: Passes begun so far, over all partitions.
+        self.passes = 0
 
     async def share(
         self,
@@ -142,6 +152,7 @@ class PacedWalks:
                 return
             walk = self._walks[partition] = PartitionWalk(table, partition)
             self._began[partition] = now_s
+            self.passes += 1
         ticks = max(1.0, period_s / self.tick_s)
         left = max(PACED_MINIMUM, math.ceil(self._walked.get(partition, 0) / ticks))
         while left > 0 and not walk.done:
@@ -167,6 +178,13 @@ class PacedWalks:
         is read about ten times in its life.
         """
         return max(shortest_s, keep_s / PASSES_PER_KEEPING)
+
+    def walked_whole(self, partition: int, now_s: float, keys: int) -> None:
+        """The caller has just walked the partition's ``keys`` keys at once: the next pass
+        begins a period from now, and its shares are sized by this walk."""
+        self._walks.pop(partition, None)
+        self._began[partition] = now_s
+        self._walked[partition] = keys
 
     def abandon(self, partition: int) -> None:
         """End the partition's pass here (done, or failed); the next begins when due."""

@@ -107,12 +107,14 @@ def test_a_walk_ends_on_a_short_slice_or_a_partition_not_held(tmp_path: Path) ->
     assert absent.done
 
 
-def test_a_walk_of_a_plain_mapping_goes_over_a_copy() -> None:
-    table = {"a": [0, 1], "b": [1, 2]}
+def test_a_walk_of_a_plain_mapping_reads_the_keys_it_began_with_as_they_are_now() -> None:
+    table = {"a": [0, 1], "b": [1, 2], "c": [0, 3]}
     walk = PartitionWalk(table, 0)
     first = walk.take(1)
-    table["c"] = [0, 3]  # not in this pass
-    assert first + walk.take(5) == [("a", [0, 1]), ("b", [1, 2])]
+    table["b"] = [1, 5]  # changed since the pass began: read as it is
+    del table["c"]  # dropped: left out
+    table["d"] = [0, 4]  # not in this pass
+    assert first + walk.take(5) == [("a", [0, 1]), ("b", [1, 5])]
     assert walk.done
 
 
