@@ -227,11 +227,14 @@ def build_app(
     async def fire_timers(stream: Any) -> None:
         async def evaluate(event: Any) -> Sequence[Any]:
             tp, now = event.message.tp, datetime.now(UTC)
+
+            def still_ours() -> bool:
+                return tp in app.assignor.assigned_actives()
+
             actions = processor.tick(tp.partition, state, now)
-            await processor.forget_old_messages(
-                tp.partition, seen, now.timestamp(), lambda: tp in app.assignor.assigned_actives()
-            )
-            return actions
+            swept = await processor.sweep_share(tp.partition, state, now, still_ours)
+            await processor.forget_old_messages(tp.partition, seen, now.timestamp(), still_ours)
+            return [*actions, *swept] if swept else actions
 
         await consume(stream, "ticks", evaluate)
 

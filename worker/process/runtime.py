@@ -76,7 +76,8 @@ class EventProcessor:
     engine: RulesEngine
     #: How long a gateway message id is remembered for duplicate detection (0: not at all).
     dedupe_ttl_s: float = 3600.0
-    #: How often each partition's whole state is walked (expiry, index rebuild, purges).
+    #: How often a pass over each partition's whole state begins (expiry of old state),
+    #: each pass spread over the ticks of this interval (:meth:`sweep_share`).
     sweep_interval_s: float = 60.0
     #: How often each partition gets a tick (:meth:`tick`, :meth:`forget_old_messages`).
     tick_interval_s: float = 1.0
@@ -87,13 +88,17 @@ class EventProcessor:
     #: Rules with deadlines, and per partition the state keys they hold.
     _timer_rules: frozenset[str] = frozenset()
     _timer_keys: dict[int, set[str]] = field(default_factory=dict)
-    #: When each partition was last swept (epoch seconds).
-    _swept_at: dict[int, float] = field(default_factory=dict)
+    #: The partitions swept whole since the last start, rebalance or reload (their timer
+    #: index is built).
+    _indexed: set[int] = field(default_factory=set)
+    #: The sweeps after that, one pass per partition at a time, in shares.
+    _sweeping: PacedWalks = field(init=False)
     #: The passes forgetting old message ids, one per partition at a time.
     _forgetting: PacedWalks = field(init=False)
 
     def __post_init__(self) -> None:
         self._timer_rules = self.engine.timer_rules(self.watcher.current.bundle)
+        self._sweeping = PacedWalks(self.tick_interval_s)
         self._forgetting = PacedWalks(self.tick_interval_s)
 
     def process(
@@ -205,28 +210,24 @@ class EventProcessor:
     def tick(
         self, partition: int, state: MutableMapping[str, Any], now: datetime
     ) -> Sequence[ActionRecordLike]:
-        """Once a second per partition: fire due deadlines; now and then, sweep.
+        """Once a second per partition: fire due deadlines.
 
-        Firing looks only at the keys of rules with deadlines (``for``), tracked per
-        partition as the state changes. The sweep walks the whole partition: it rebuilds
-        that index (after a start or a rebalance), lets the engine drop expired and orphaned
-        state, and drops the state of rules changed by a reload. Old message ids are
-        forgotten apart (:meth:`forget_old_messages`, which the caller runs after the
-        tick). Scanning all state every second instead costs O(state) per
-        partition per second, which at a few hundred thousand keys is more than the events
-        themselves.
+        Firing walks only the keys of rules with deadlines (``for``), indexed per partition
+        as the state changes. The first tick of a partition after a start, a rebalance or a
+        reload sweeps it whole instead: it builds that index, lets the engine drop expired
+        and orphaned state, and drops the state of rules changed by a reload. The sweeps
+        after that come in shares (:meth:`sweep_share`), and old message ids are forgotten
+        apart (:meth:`forget_old_messages`); the caller runs both after the tick. Scanning
+        all state every second instead costs O(state) per partition per second, which at a
+        few hundred thousand keys is more than the events themselves.
         """
         try:
-            now_s = now.timestamp()
             bundle = self.watcher.current.bundle
-            swept_at = self._swept_at.get(partition)
-            if swept_at is None or now_s - swept_at >= self.sweep_interval_s:
-                local = self._sweep(partition, state, now_s)
-                # After the first sweep (a start, a rebalance: every partition in the same
-                # second), each partition's next one comes at its own point of the interval,
-                # so the partitions' walks do not all hold the event loop in one tick.
-                stagger = 0.0 if swept_at is not None else _spread(partition)
-                self._swept_at[partition] = now_s - stagger * self.sweep_interval_s
+            if partition not in self._indexed:
+                local = self._sweep(partition, state)
+                self._indexed.add(partition)
+                self._sweeping.walked_whole(partition, now.timestamp(), len(local))
+                self.counters.sweeps += 1
             else:
                 keys = self._timer_keys.get(partition)
                 if not keys:
@@ -238,21 +239,49 @@ class EventProcessor:
                         keys.discard(key)
                     else:
                         local[key] = stored[1]
-            evaluation = self.engine.fire_due(bundle, PartitionView(local, state, partition), now)
-            if evaluation.changes:
-                apply_changes(state, evaluation.changes, partition)
-                self._track_timers(partition, evaluation.changes)
-            self.counters.timer_actions += len(evaluation.actions)
-            return evaluation.actions
+            return self._fire_due(bundle, partition, state, local, now)
         except Exception:
             self.counters.tick_errors += 1
             log.exception("timers of partition %d not evaluated", partition)
             return NO_ACTIONS
 
-    def _sweep(
-        self, partition: int, state: MutableMapping[str, Any], now_s: float
-    ) -> dict[str, Any]:
-        """Walk one partition; returns its whole state for ``fire_due``."""
+    async def sweep_share(
+        self,
+        partition: int,
+        state: MutableMapping[str, Any],
+        now: datetime,
+        still_ours: Callable[[], bool] = lambda: True,
+    ) -> Sequence[ActionRecordLike]:
+        """On each tick: this tick's share of the partition's sweep.
+
+        A pass over the partition's state begins every ``sweep_interval_s``, and each tick
+        walks only its share of it (:class:`worker.tables.PacedWalks`), letting the engine
+        drop what has expired and fire what is due in it. A sweep of the whole partition at
+        once held the event loop for the whole state: 9.5 ms for 12,500 keys, hundreds of ms
+        for a partition of a million chats' throttles, every minute. Returns the actions of
+        deadlines that fired in the share.
+        """
+        if partition not in self._indexed:
+            return NO_ACTIONS  # the tick sweeps it whole first
+        actions: list[ActionRecordLike] = []
+        begun = self._sweeping.passes
+        try:
+            async for items in self._sweeping.share(
+                state, partition, now.timestamp(), self.sweep_interval_s, still_ours
+            ):
+                local = partition_state(items, partition)
+                if local:
+                    bundle = self.watcher.current.bundle
+                    actions += self._fire_due(bundle, partition, state, local, now)
+        except Exception:
+            self.counters.tick_errors += 1
+            log.exception("state of partition %d not swept", partition)
+            self._sweeping.abandon(partition)
+        self.counters.sweeps += self._sweeping.passes - begun
+        return actions
+
+    def _sweep(self, partition: int, state: MutableMapping[str, Any]) -> dict[str, Any]:
+        """Walk one partition whole, rebuilding its timer index; returns its state."""
         items = list(partition_items(state, partition))
         if self._purge_rules and partition not in self._purged:
             for key in keys_of_rules(items, partition, self._purge_rules):
@@ -262,8 +291,24 @@ class EventProcessor:
         local = partition_state(items, partition)
         timer_rules = self._timer_rules
         self._timer_keys[partition] = {k for k in local if rule_id_of(k) in timer_rules}
-        self.counters.sweeps += 1
         return local
+
+    def _fire_due(
+        self,
+        bundle: Any,
+        partition: int,
+        state: MutableMapping[str, Any],
+        local: Mapping[str, Any],
+        now: datetime,
+    ) -> Sequence[ActionRecordLike]:
+        """Let the engine fire what is due in ``local`` (keys of ``partition``) and drop what
+        has expired; write its changes."""
+        evaluation = self.engine.fire_due(bundle, PartitionView(local, state, partition), now)
+        if evaluation.changes:
+            apply_changes(state, evaluation.changes, partition)
+            self._track_timers(partition, evaluation.changes)
+        self.counters.timer_actions += len(evaluation.actions)
+        return evaluation.actions
 
     async def forget_old_messages(
         self,
@@ -315,8 +360,9 @@ class EventProcessor:
 
     def forget_partitions(self) -> None:
         """After a rebalance: rebuild every partition's index on its next tick."""
-        self._swept_at.clear()
+        self._indexed.clear()
         self._timer_keys.clear()
+        self._sweeping.reset()
         self._forgetting.reset()
 
     def reloaded(self, outcome: ReloadOutcome) -> None:
@@ -330,11 +376,6 @@ class EventProcessor:
             if outcome.stale:
                 self._purge_rules = self._purge_rules | outcome.stale
                 self._purged = set()
-
-
-def _spread(partition: int) -> float:
-    """A point in [0, 1) for each partition, the first ones far apart (golden ratio steps)."""
-    return (partition * 0.6180339887) % 1.0
 
 
 def _event_id(envelope: Any, raw: bytes) -> str:

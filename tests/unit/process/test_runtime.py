@@ -273,26 +273,28 @@ rules:
 """
 
 
-@pytest.mark.parametrize("sweep_interval_s", [3600.0, 60.0], ids=["timer index", "sweep"])
-def test_a_deadline_is_inhibited_by_a_rule_without_for_whether_or_not_the_tick_sweeps(
-    tmp_path: Path, sweep_interval_s: float
+@pytest.mark.parametrize("path", ["timer index", "sweep"])
+async def test_a_deadline_is_inhibited_by_a_rule_without_for_in_the_index_and_in_a_sweep(
+    tmp_path: Path, path: str
 ) -> None:
-    # Between sweeps the tick walks only the keys of rules with deadlines; the inhibiting
-    # rule's throttle is not one of them and must still be seen.
+    # Between sweeps the tick walks only the keys of rules with deadlines, and a sweep's
+    # share only its slice; the inhibiting rule's throttle is in neither and must be seen.
     (tmp_path / "rules.yaml").write_text(INHIBITED_DEADLINE, encoding="utf-8")
     engine = BundleEngine()
     processor = EventProcessor(RulesWatcher.start(tmp_path, engine), engine)
-    processor.sweep_interval_s = sweep_interval_s
+    processor.sweep_interval_s = 60.0
     state: dict[str, Any] = {}
-    assert not processor.tick(0, state, NOW)  # the first sweep
+    assert not processor.tick(0, state, NOW)  # the first sweep, whole
     processor.process(raw(envelope("qrcode.updated", {"code": "x"}, id="01JQ")), 0, state, {}, NOW)
     down = processor.process(
         raw(envelope("connection.update", {"state": "close"}, id="01JD")), 0, state, {}, NOW
     )
     assert [a.rule_id for a in down] == ["instance-down"]
     later = NOW + timedelta(seconds=130)
+    if path == "sweep":
+        assert await processor.sweep_share(0, state, later) == []
+        assert processor.counters.sweeps == 2
     assert processor.tick(0, state, later) == []
-    assert processor.counters.sweeps == (1 if sweep_interval_s > 130 else 2)
     assert processor.counters.timer_actions == 0
 
 
@@ -438,21 +440,25 @@ def test_rekeyed_state_that_cannot_be_written_is_raised_for_a_retry(tmp_path: Pa
     assert processor.counters.errors == 0
 
 
-def test_after_the_first_sweep_each_partition_sweeps_at_its_own_point_of_the_interval(
+async def test_after_the_first_sweep_each_pass_is_spread_over_the_ticks_of_the_interval(
     tmp_path: Path,
 ) -> None:
-    processor = processor_for(tmp_path, REPLY)
-    swept_in_tick: list[list[int]] = []
-    for second in range(121):
-        swept = []
-        for partition in range(8):
-            before = processor.counters.sweeps
-            processor.tick(partition, {}, NOW + timedelta(seconds=second))
-            if processor.counters.sweeps > before:
-                swept.append(partition)
-        swept_in_tick.append(swept)
-    assert swept_in_tick[0] == list(range(8))  # a start: every partition at once
-    later = [partitions for partitions in swept_in_tick[1:] if partitions]
-    # Then every partition once a minute, never two in the same tick.
-    assert all(len(partitions) == 1 for partitions in later)
-    assert sorted(p for partitions in later for p in partitions) == sorted(list(range(8)) * 2)
+    processor = processor_for(tmp_path, DOWN)
+    processor.sweep_interval_s = 60.0
+    # Deadlines the timer index does not know of (only a sweep finds them), due in 30 s.
+    due = (NOW + timedelta(seconds=30)).timestamp()
+    state: dict[str, Any] = {
+        f"unindexed|{i:04}": [0, {"due": due, "event": f"E{i}"}] for i in range(3000)
+    }
+    state["unindexed|elsewhere"] = [1, {"due": due, "event": "E1"}]
+    fired_per_tick = []
+    for second in range(70):
+        now = NOW + timedelta(seconds=second)
+        fired = [*processor.tick(0, state, now), *await processor.sweep_share(0, state, now)]
+        fired_per_tick.append(len(fired))
+    # A start sweeps whole (nothing due yet); the next pass begins a minute later and walks
+    # a share a tick: the last pass's 3,000 keys over 60 ticks, but at least 500.
+    assert fired_per_tick[:60] == [0] * 60
+    assert fired_per_tick[60:] == [500] * 6 + [0] * 4
+    assert list(state) == ["unindexed|elsewhere"]
+    assert processor.counters.sweeps == 2
