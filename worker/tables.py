@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
@@ -129,8 +129,6 @@ class PacedWalks:
         self._walks: dict[int, PartitionWalk] = {}
         self._began: dict[int, float] = {}
         self._walked: dict[int, int] = {}
-        #: Passes begun so far, over all partitions.
-        self.passes = 0
 
     async def share(
         self,
@@ -139,9 +137,12 @@ class PacedWalks:
         now_s: float,
         period_s: float,
         still_ours: Callable[[], bool],
-    ) -> AsyncIterator[list[tuple[str, Any]]]:
-        """This tick's share of the partition's pass (begun now if one is due), in slices of
-        :data:`WALK_SLICE` keys with the event loop handed back in between.
+        *,
+        on_begin: Callable[[], None] = lambda: None,
+    ) -> AsyncGenerator[list[tuple[str, Any]], None]:
+        """This tick's share of the partition's pass (begun now if one is due: ``on_begin``
+        is called then), in slices of :data:`WALK_SLICE` keys with the event loop handed
+        back in between.
 
         A partition taken away mid-pass is left to its next owner: its pass ends there, and
         should the partition come back, its next tick begins a new one.
@@ -152,7 +153,7 @@ class PacedWalks:
                 return
             walk = self._walks[partition] = PartitionWalk(table, partition)
             self._began[partition] = now_s
-            self.passes += 1
+            on_begin()
         ticks = max(1.0, period_s / self.tick_s)
         left = max(PACED_MINIMUM, math.ceil(self._walked.get(partition, 0) / ticks))
         while left > 0 and not walk.done:

@@ -29,7 +29,7 @@ _HELP = {
     "emit_errors": "Action records that could not be produced (logged with the key)",
     "state_retries": "Events evaluated again because their state could not be written",
     "tick_errors": "Timer ticks that failed (logged with the partition)",
-    "sweeps": "Passes over a partition's state (at once after a start, then in shares)",
+    "sweeps": "Passes begun over a partition's state (whole after a start, then in shares)",
     "reloads": "Rule bundles swapped in by a reload",
     "reload_failures": "Reloads refused because the new bundle has errors",
 }

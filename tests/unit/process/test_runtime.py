@@ -286,6 +286,11 @@ async def test_a_deadline_is_inhibited_by_a_rule_without_for_in_the_index_and_in
     state: dict[str, Any] = {}
     assert not processor.tick(0, state, NOW)  # the first sweep, whole
     processor.process(raw(envelope("qrcode.updated", {"code": "x"}, id="01JQ")), 0, state, {}, NOW)
+    # Other instances' throttles, so that the pending alert and the throttle inhibiting it
+    # are in different slices of the sweep (a share walks 500 keys at a time).
+    until = {"until": (NOW + timedelta(hours=1)).timestamp(), "period": 3600.0}
+    for n in range(600):
+        state[f"instance-down|t|other-{n}"] = [0, until]
     down = processor.process(
         raw(envelope("connection.update", {"state": "close"}, id="01JD")), 0, state, {}, NOW
     )
@@ -462,3 +467,41 @@ async def test_after_the_first_sweep_each_pass_is_spread_over_the_ticks_of_the_i
     assert fired_per_tick[60:] == [500] * 6 + [0] * 4
     assert list(state) == ["unindexed|elsewhere"]
     assert processor.counters.sweeps == 2
+
+
+async def test_a_sweep_indexes_the_deadlines_it_meets_so_they_fire_on_time(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, DOWN)
+    processor.sweep_interval_s = 60.0
+    state: dict[str, Any] = {}
+    assert not processor.tick(0, state, NOW)  # the first sweep: an empty index
+    due = (NOW + timedelta(seconds=100)).timestamp()
+    state["down|late"] = [0, {"due": due, "event": "01JL"}]  # written behind the index
+    at = NOW + timedelta(seconds=60)
+    assert not [*processor.tick(0, state, at), *await processor.sweep_share(0, state, at)]
+    # Due at 100 s: the tick fires it from the index, not the next pass (at 120 s).
+    fired = processor.tick(0, state, NOW + timedelta(seconds=100))
+    assert [a.idempotency_key for a in fired] == ["down:01JL:0:-:fire"]
+
+
+async def test_a_reload_during_a_share_ends_it_and_the_next_tick_sweeps_whole(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, DOWN)
+    processor.sweep_interval_s = 2.0  # shares of 1,500 keys: three slices
+    due = (NOW + timedelta(seconds=1.5)).timestamp()
+    state: dict[str, Any] = {
+        f"unindexed|{i:04}": [0, {"due": due, "event": f"E{i}"}] for i in range(3000)
+    }
+    assert not processor.tick(0, state, NOW)
+
+    async def reload() -> None:
+        processor.forget_partitions()  # runs while the share hands the loop back
+
+    reloading = asyncio.create_task(reload())
+    at = NOW + timedelta(seconds=2)
+    assert len(await processor.sweep_share(0, state, at)) == 500
+    await reloading
+    assert len(processor.tick(0, state, at)) == 2500
+    assert state == {}
