@@ -231,10 +231,9 @@ def build_app(
             def still_ours() -> bool:
                 return tp in app.assignor.assigned_actives()
 
-            actions = processor.tick(tp.partition, state, now)
-            swept = await processor.sweep_share(tp.partition, state, now, still_ours)
+            actions = await processor.tick(tp.partition, state, now, still_ours)
             await processor.forget_old_messages(tp.partition, seen, now.timestamp(), still_ours)
-            return [*actions, *swept] if swept else actions
+            return actions
 
         await consume(stream, "ticks", evaluate)
 

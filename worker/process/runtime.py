@@ -8,6 +8,7 @@ call it, and emit; unit tests call it with plain dicts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import aclosing
@@ -32,7 +33,7 @@ from worker.process.state import (
     rule_id_of,
     seen_before,
 )
-from worker.tables import PacedWalks, partition_items
+from worker.tables import WALK_SLICE, PacedWalks, PartitionWalk
 
 log = logging.getLogger("zapflow.process")
 
@@ -78,7 +79,7 @@ class EventProcessor:
     #: How long a gateway message id is remembered for duplicate detection (0: not at all).
     dedupe_ttl_s: float = 3600.0
     #: How often a pass over each partition's whole state begins (expiry of old state),
-    #: each pass spread over the ticks of this interval (:meth:`sweep_share`).
+    #: each pass spread over the ticks of this interval (:meth:`_sweep_share`).
     sweep_interval_s: float = 60.0
     #: How often each partition gets a tick (:meth:`tick`, :meth:`forget_old_messages`).
     tick_interval_s: float = 1.0
@@ -92,6 +93,8 @@ class EventProcessor:
     #: The partitions swept whole since the last start, rebalance or reload (their timer
     #: index is built).
     _indexed: set[int] = field(default_factory=set)
+    #: Bumped by every rebalance or reload: a whole sweep under way then stops.
+    _generation: int = 0
     #: The sweeps after that, one pass per partition at a time, in shares.
     _sweeping: PacedWalks = field(init=False)
     #: The passes forgetting old message ids, one per partition at a time.
@@ -208,63 +211,112 @@ class EventProcessor:
         self.counters.actions += len(evaluation.actions)
         return evaluation.actions
 
-    def tick(
-        self, partition: int, state: MutableMapping[str, Any], now: datetime
-    ) -> Sequence[ActionRecordLike]:
-        """Once a second per partition: fire due deadlines.
-
-        Firing walks only the keys of rules with deadlines (``for``), indexed per partition
-        as the state changes. The first tick of a partition after a start, a rebalance or a
-        reload sweeps it whole instead: it builds that index, lets the engine drop expired
-        and orphaned state, and drops the state of rules changed by a reload. The sweeps
-        after that come in shares (:meth:`sweep_share`), and old message ids are forgotten
-        apart (:meth:`forget_old_messages`); the caller runs both after the tick. Scanning
-        all state every second instead costs O(state) per partition per second, which at a
-        few hundred thousand keys is more than the events themselves.
-        """
-        try:
-            bundle = self.watcher.current.bundle
-            if partition not in self._indexed:
-                local, walked = self._sweep(partition, state)
-                self._indexed.add(partition)
-                self._sweeping.walked_whole(partition, now.timestamp(), walked)
-                self.counters.sweeps += 1
-            else:
-                keys = self._timer_keys.get(partition)
-                if not keys:
-                    return NO_ACTIONS
-                local = {}
-                for key in list(keys):
-                    stored = state.get(key)
-                    if stored is None:
-                        keys.discard(key)
-                    else:
-                        local[key] = stored[1]
-            return self._fire_due(bundle, partition, state, local, now)
-        except Exception:
-            self.counters.tick_errors += 1
-            log.exception("timers of partition %d not evaluated", partition)
-            return NO_ACTIONS
-
-    async def sweep_share(
+    async def tick(
         self,
         partition: int,
         state: MutableMapping[str, Any],
         now: datetime,
         still_ours: Callable[[], bool] = lambda: True,
     ) -> Sequence[ActionRecordLike]:
-        """On each tick: this tick's share of the partition's sweep.
+        """Once a second per partition: fire due deadlines, and sweep a share of the state.
+
+        Firing walks only the keys of rules with deadlines (``for``), indexed per partition
+        as the state changes. The first tick of a partition after a start, a rebalance or a
+        reload sweeps it whole instead (:meth:`_sweep_whole`): it builds that index, lets the
+        engine fire what is due and drop expired and orphaned state, and drops the state of
+        rules changed by a reload. After that a sweep pass begins every
+        ``sweep_interval_s``, a share per tick (:meth:`_sweep_share`). Old message ids are
+        forgotten apart (:meth:`forget_old_messages`, which the caller runs after the
+        tick). Scanning all state every second instead costs O(state) per partition per
+        second, which at a few hundred thousand keys is more than the events themselves.
+        Returns the actions of the deadlines that fired.
+        """
+        if partition not in self._indexed:
+            return await self._sweep_whole(partition, state, now, still_ours)
+        try:
+            keys = self._timer_keys.get(partition) or set()
+            local = {}
+            for key in list(keys):
+                stored = state.get(key)
+                if stored is None:
+                    keys.discard(key)
+                else:
+                    local[key] = stored[1]
+            fired = self._fire_due(partition, state, local, now) if local else NO_ACTIONS
+        except Exception:
+            self.counters.tick_errors += 1
+            log.exception("timers of partition %d not evaluated", partition)
+            fired = NO_ACTIONS
+        swept = await self._sweep_share(partition, state, now, still_ours)
+        return [*fired, *swept] if swept else fired
+
+    async def _sweep_whole(
+        self,
+        partition: int,
+        state: MutableMapping[str, Any],
+        now: datetime,
+        still_ours: Callable[[], bool],
+    ) -> Sequence[ActionRecordLike]:
+        """Walk the partition whole in slices, handing the event loop back between them:
+        build its timer index, fire what is due, drop expired and orphaned state and the
+        state of rules a reload changed.
+
+        The partition counts as indexed only once the walk is complete; a walk cut short (a
+        reload, a rebalance, the partition taken away, an error) begins again on the
+        partition's next tick. Events of the partition that come between two slices write
+        to the index the walk is building.
+        """
+        generation = self._generation
+        index: set[str] = set()
+        self._timer_keys[partition] = index
+        purge = self._purge_rules if partition not in self._purged else frozenset()
+        timer_rules = self._timer_rules
+        walk = PartitionWalk(state, partition)
+        actions: list[ActionRecordLike] = []
+        try:
+            while not walk.done:
+                if self._generation != generation or not still_ours():
+                    return actions
+                items = walk.take(WALK_SLICE)
+                if purge:
+                    stale = set(keys_of_rules(items, partition, purge))
+                    for key in stale:
+                        del state[key]
+                    items = [item for item in items if item[0] not in stale]
+                local = partition_state(items, partition)
+                index.update(key for key in local if rule_id_of(key) in timer_rules)
+                if local:
+                    actions += self._fire_due(partition, state, local, now)
+                if not walk.done:
+                    await asyncio.sleep(0)
+        except Exception:
+            self.counters.tick_errors += 1
+            log.exception("state of partition %d not swept", partition)
+            return actions
+        if purge:
+            self._purged.add(partition)
+        self._indexed.add(partition)
+        self._sweeping.walked_whole(partition, now.timestamp(), walk.visited)
+        self.counters.sweeps += 1
+        return actions
+
+    async def _sweep_share(
+        self,
+        partition: int,
+        state: MutableMapping[str, Any],
+        now: datetime,
+        still_ours: Callable[[], bool],
+    ) -> Sequence[ActionRecordLike]:
+        """This tick's share of the partition's sweep.
 
         A pass over the partition's state begins every ``sweep_interval_s``, and each tick
         walks only its share of it (:class:`worker.tables.PacedWalks`), letting the engine
-        drop what has expired and fire what is due in it, and adding to the timer index any
+        fire what is due in it and drop what has expired, and adding to the timer index any
         deadline key it lacks. Sweeping a partition whole at once held the event loop for
         all of its state, every minute: 17 ms of CPU for 12,500 per-chat throttles, 256 ms
         for 125,000 (memory store). A reload or a rebalance meanwhile ends the share: the
-        partition's next tick sweeps it whole. Returns the actions of deadlines that fired.
+        partition's next tick sweeps it whole.
         """
-        if partition not in self._indexed:
-            return NO_ACTIONS  # the tick sweeps it whole first
         counters = self.counters
 
         def begun() -> None:
@@ -285,31 +337,15 @@ class EventProcessor:
                     if self._timer_rules:
                         index = self._timer_keys.setdefault(partition, set())
                         index.update(k for k in local if rule_id_of(k) in self._timer_rules)
-                    bundle = self.watcher.current.bundle
-                    actions += self._fire_due(bundle, partition, state, local, now)
+                    actions += self._fire_due(partition, state, local, now)
         except Exception:
             counters.tick_errors += 1
             log.exception("state of partition %d not swept", partition)
             self._sweeping.abandon(partition)
         return actions
 
-    def _sweep(self, partition: int, state: MutableMapping[str, Any]) -> tuple[dict[str, Any], int]:
-        """Walk one partition whole, rebuilding its timer index; returns its state and the
-        number of keys walked (on the memory store, every partition's)."""
-        items = list(partition_items(state, partition))
-        if self._purge_rules and partition not in self._purged:
-            for key in keys_of_rules(items, partition, self._purge_rules):
-                del state[key]
-            self._purged.add(partition)
-            items = list(partition_items(state, partition))
-        local = partition_state(items, partition)
-        timer_rules = self._timer_rules
-        self._timer_keys[partition] = {k for k in local if rule_id_of(k) in timer_rules}
-        return local, len(items)
-
     def _fire_due(
         self,
-        bundle: Any,
         partition: int,
         state: MutableMapping[str, Any],
         local: Mapping[str, Any],
@@ -317,6 +353,7 @@ class EventProcessor:
     ) -> Sequence[ActionRecordLike]:
         """Let the engine fire what is due in ``local`` (keys of ``partition``) and drop what
         has expired; write its changes."""
+        bundle = self.watcher.current.bundle
         evaluation = self.engine.fire_due(bundle, PartitionView(local, state, partition), now)
         if evaluation.changes:
             apply_changes(state, evaluation.changes, partition)
@@ -374,6 +411,7 @@ class EventProcessor:
 
     def forget_partitions(self) -> None:
         """After a rebalance: rebuild every partition's index on its next tick."""
+        self._generation += 1
         self._indexed.clear()
         self._timer_keys.clear()
         self._sweeping.reset()

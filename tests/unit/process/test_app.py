@@ -9,6 +9,7 @@ from unittest.mock import AsyncMock, Mock
 import orjson
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
+from faust.types import TP
 
 from tests.helpers import wait_for
 from tests.unit.process.standin import StandInEngine, envelope, write_rules
@@ -110,8 +111,12 @@ async def test_agent_survives_a_broken_event(process_app: ProcessApp) -> None:
 
 
 async def test_tick_agent_fires_due_deadlines_of_the_tick_partition(
-    process_app: ProcessApp,
+    process_app: ProcessApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # As when the worker holds the ticks' partitions (it sends ticks only for those).
+    ticks_topic = process_app.ticks.get_topic_name()
+    held = {TP(ticks_topic, 0), TP(ticks_topic, 1)}
+    monkeypatch.setattr(process_app.app.assignor, "assigned_actives", lambda: held)
     closed = {"instance": "shop-bot", "state": "close", "statusReason": 428}
     async with process_app.evaluate_events.test_context() as agent:
         await agent.put(

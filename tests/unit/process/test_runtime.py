@@ -123,7 +123,7 @@ def test_per_event_errors_are_counted_and_logged_with_the_event_id(
     assert len(processor.process(contact_text("01JOK"), 4, {}, {}, NOW)) == 1
 
 
-def test_tick_fires_due_deadlines_of_its_partition_only(tmp_path: Path) -> None:
+async def test_tick_fires_due_deadlines_of_its_partition_only(tmp_path: Path) -> None:
     processor = processor_for(tmp_path, DOWN)
     state: dict[str, Any] = {}
     processor.process(
@@ -136,8 +136,8 @@ def test_tick_fires_due_deadlines_of_its_partition_only(tmp_path: Path) -> None:
         {},
         NOW,
     )
-    assert not processor.tick(1, state, NOW + timedelta(seconds=60))
-    fired = processor.tick(1, state, NOW + timedelta(seconds=120))
+    assert not await processor.tick(1, state, NOW + timedelta(seconds=60))
+    fired = await processor.tick(1, state, NOW + timedelta(seconds=120))
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
     assert list(state) == ["down|b"]
     assert processor.counters.timer_actions == 1
@@ -224,31 +224,31 @@ async def test_a_partition_taken_away_mid_walk_is_left_to_its_next_owner(
     assert await processor.forget_old_messages(0, seen, NOW.timestamp() + 1) == 90
 
 
-def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path) -> None:
+async def test_state_of_changed_rules_is_dropped_partition_by_partition(tmp_path: Path) -> None:
     processor = processor_for(tmp_path, REPLY)
     state = {"auto-reply|a": [0, 1.0], "auto-reply|b": [1, 1.0], "kept|a": [0, 1.0]}
     processor.reloaded(ReloadOutcome("swapped", stale=frozenset({"auto-reply"})))
-    processor.tick(0, state, NOW)
+    await processor.tick(0, state, NOW)
     assert sorted(state) == ["auto-reply|b", "kept|a"]
     state["auto-reply|a"] = [0, 2.0]  # written by the new rule after the purge
-    processor.tick(0, state, NOW)
+    await processor.tick(0, state, NOW)
     assert "auto-reply|a" in state
-    processor.tick(1, state, NOW)
+    await processor.tick(1, state, NOW)
     assert sorted(state) == ["auto-reply|a", "kept|a"]
     assert processor.counters.reloads == 1
 
 
-def test_between_sweeps_the_tick_fires_from_the_timer_index(tmp_path: Path) -> None:
+async def test_between_sweeps_the_tick_fires_from_the_timer_index(tmp_path: Path) -> None:
     processor = processor_for(tmp_path, DOWN, REPLY)
     processor.sweep_interval_s = 3600
     state: dict[str, Any] = {}
-    processor.tick(1, state, NOW)  # sweep: nothing yet
+    await processor.tick(1, state, NOW)  # sweep: nothing yet
     sweeps = processor.counters.sweeps
     close = raw(envelope("connection.update", {"state": "close"}, id="01JD"))
     processor.process(close, 1, state, {}, NOW)
     processor.process(contact_text("01JA"), 1, state, {}, NOW)
     later = NOW + timedelta(seconds=121)
-    fired = processor.tick(1, state, later)
+    fired = await processor.tick(1, state, later)
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
     assert processor.counters.sweeps == sweeps
     assert list(state) == ["auto-reply|shop-bot"]
@@ -277,17 +277,18 @@ rules:
 async def test_a_deadline_is_inhibited_by_a_rule_without_for_in_the_index_and_in_a_sweep(
     tmp_path: Path, path: str
 ) -> None:
-    # Between sweeps the tick walks only the keys of rules with deadlines, and a sweep's
-    # share only its slice; the inhibiting rule's throttle is in neither and must be seen.
+    # Between sweeps the tick walks only the keys of rules with deadlines, and a sweep one
+    # slice at a time; the inhibiting rule's throttle is in neither and must be seen.
     (tmp_path / "rules.yaml").write_text(INHIBITED_DEADLINE, encoding="utf-8")
     engine = BundleEngine()
     processor = EventProcessor(RulesWatcher.start(tmp_path, engine), engine)
-    processor.sweep_interval_s = 60.0
+    processor.sweep_interval_s = 3600.0  # no sweep pass but the first
     state: dict[str, Any] = {}
-    assert not processor.tick(0, state, NOW)  # the first sweep, whole
+    if path == "timer index":
+        assert not await processor.tick(0, state, NOW)  # the first sweep, of nothing
     processor.process(raw(envelope("qrcode.updated", {"code": "x"}, id="01JQ")), 0, state, {}, NOW)
     # Other instances' throttles, so that the pending alert and the throttle inhibiting it
-    # are in different slices of the sweep (a share walks 500 keys at a time).
+    # are in different slices of a sweep (500 keys each).
     until = {"until": (NOW + timedelta(hours=1)).timestamp(), "period": 3600.0}
     for n in range(600):
         state[f"instance-down|t|other-{n}"] = [0, until]
@@ -295,23 +296,21 @@ async def test_a_deadline_is_inhibited_by_a_rule_without_for_in_the_index_and_in
         raw(envelope("connection.update", {"state": "close"}, id="01JD")), 0, state, {}, NOW
     )
     assert [a.rule_id for a in down] == ["instance-down"]
-    later = NOW + timedelta(seconds=130)
-    if path == "sweep":
-        assert await processor.sweep_share(0, state, later) == []
-        assert processor.counters.sweeps == 2
-    assert processor.tick(0, state, later) == []
+    # Due now: from the index, or (the first tick) from the sweep.
+    assert await processor.tick(0, state, NOW + timedelta(seconds=130)) == []
+    assert processor.counters.sweeps == 1
     assert processor.counters.timer_actions == 0
 
 
-def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(
+async def test_after_a_rebalance_the_next_tick_sweeps_and_finds_recovered_deadlines(
     tmp_path: Path,
 ) -> None:
     processor = processor_for(tmp_path, DOWN)
-    processor.tick(0, {}, NOW)
+    await processor.tick(0, {}, NOW)
     recovered = {"down|shop-bot": [0, {"due": NOW.timestamp(), "event": "01JD"}]}
-    assert not processor.tick(0, recovered, NOW + timedelta(seconds=1))  # not indexed yet
+    assert not await processor.tick(0, recovered, NOW + timedelta(seconds=1))  # not indexed yet
     processor.forget_partitions()
-    fired = processor.tick(0, recovered, NOW + timedelta(seconds=2))
+    fired = await processor.tick(0, recovered, NOW + timedelta(seconds=2))
     assert [a.idempotency_key for a in fired] == ["down:01JD:0:-:fire"]
 
 
@@ -384,17 +383,17 @@ def test_rekeyed_events_are_evaluated_with_only_their_rules_and_state_of_their_p
     assert processor.counters.actions == 1
 
 
-def test_a_deadline_of_a_rekeyed_rule_fires_from_the_tick_of_its_partition(
+async def test_a_deadline_of_a_rekeyed_rule_fires_from_the_tick_of_its_partition(
     tmp_path: Path,
 ) -> None:
     processor = processor_for(tmp_path, QUIET)
     processor.sweep_interval_s = 3600
     state: dict[str, Any] = {}
-    processor.tick(6, state, NOW)  # the first tick sweeps; the deadline comes after
+    await processor.tick(6, state, NOW)  # the first tick sweeps; the deadline comes after
     forward = Forward("shop-bot", ("quiet",), "01JQ", contact_text("01JQ"))
     assert not processor.process_rekeyed(forward.to_json(), 6, state, NOW)
-    assert not processor.tick(6, state, NOW + timedelta(seconds=60))
-    fired = processor.tick(6, state, NOW + timedelta(seconds=121))
+    assert not await processor.tick(6, state, NOW + timedelta(seconds=60))
+    fired = await processor.tick(6, state, NOW + timedelta(seconds=121))
     assert [a.idempotency_key for a in fired] == ["quiet:01JQ:0:-:fire"]
     assert state == {}
 
@@ -459,7 +458,7 @@ async def test_after_the_first_sweep_each_pass_is_spread_over_the_ticks_of_the_i
     fired_per_tick = []
     for second in range(70):
         now = NOW + timedelta(seconds=second)
-        fired = [*processor.tick(0, state, now), *await processor.sweep_share(0, state, now)]
+        fired = await processor.tick(0, state, now)
         fired_per_tick.append(len(fired))
     # A start sweeps whole (nothing due yet); the next pass begins a minute later and walks
     # a share a tick: the last pass's 3,000 keys over 60 ticks, but at least 500.
@@ -475,13 +474,13 @@ async def test_a_sweep_indexes_the_deadlines_it_meets_so_they_fire_on_time(
     processor = processor_for(tmp_path, DOWN)
     processor.sweep_interval_s = 60.0
     state: dict[str, Any] = {}
-    assert not processor.tick(0, state, NOW)  # the first sweep: an empty index
+    assert not await processor.tick(0, state, NOW)  # the first sweep: an empty index
     due = (NOW + timedelta(seconds=100)).timestamp()
     state["down|late"] = [0, {"due": due, "event": "01JL"}]  # written behind the index
     at = NOW + timedelta(seconds=60)
-    assert not [*processor.tick(0, state, at), *await processor.sweep_share(0, state, at)]
+    assert not await processor.tick(0, state, at)
     # Due at 100 s: the tick fires it from the index, not the next pass (at 120 s).
-    fired = processor.tick(0, state, NOW + timedelta(seconds=100))
+    fired = await processor.tick(0, state, NOW + timedelta(seconds=100))
     assert [a.idempotency_key for a in fired] == ["down:01JL:0:-:fire"]
 
 
@@ -494,14 +493,35 @@ async def test_a_reload_during_a_share_ends_it_and_the_next_tick_sweeps_whole(
     state: dict[str, Any] = {
         f"unindexed|{i:04}": [0, {"due": due, "event": f"E{i}"}] for i in range(3000)
     }
-    assert not processor.tick(0, state, NOW)
+    assert not await processor.tick(0, state, NOW)
 
     async def reload() -> None:
         processor.forget_partitions()  # runs while the share hands the loop back
 
     reloading = asyncio.create_task(reload())
     at = NOW + timedelta(seconds=2)
-    assert len(await processor.sweep_share(0, state, at)) == 500
+    assert len(await processor.tick(0, state, at)) == 500
     await reloading
-    assert len(processor.tick(0, state, at)) == 2500
+    assert len(await processor.tick(0, state, at)) == 2500
+    assert state == {}
+
+
+async def test_the_first_sweep_hands_the_loop_back_and_a_rebalance_meanwhile_cuts_it_short(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, DOWN)
+    due = NOW.timestamp()
+    state: dict[str, Any] = {
+        f"down|{i:04}": [0, {"due": due, "event": f"E{i}"}] for i in range(1200)
+    }
+
+    async def rebalance() -> None:
+        processor.forget_partitions()  # runs between the sweep's first two slices
+
+    rebalancing = asyncio.create_task(rebalance())
+    assert len(await processor.tick(0, state, NOW)) == 500
+    await rebalancing
+    assert processor.counters.sweeps == 0  # not complete: not indexed
+    assert len(await processor.tick(0, state, NOW)) == 700
+    assert processor.counters.sweeps == 1
     assert state == {}
