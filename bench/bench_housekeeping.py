@@ -25,7 +25,7 @@ import math
 import tempfile
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,15 +77,38 @@ def _fill(app: Any, name: str, keys: int, value: Callable[[int], Any]) -> Any:
     return table
 
 
+def _partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[str, Any]]:
+    """The items of ``table`` that may belong to ``partition``, as the walks as they were
+    read them (``worker.tables.partition_items`` until 2026-11-26).
+
+    A Faust table on the RocksDB store keeps each partition in a database of its own: only
+    that one is read, lazily, through a RocksDB iterator, which sees the database as it was
+    when the iteration began and stays valid while the table is written meanwhile (so a
+    caller may await between items). Any other mapping (the memory store, a dict) is copied
+    whole first, for the same reason. Walking every partition's keys for each partition's
+    sweep cost O(keys x partitions) a minute, with the event loop held meanwhile
+    (``bench/README.md``).
+    """
+    store: Any = getattr(table, "data", None)
+    databases = getattr(store, "_dbs", None)
+    if not isinstance(databases, dict) or not hasattr(store, "_visible_items"):
+        return list(table.items())
+    database = databases.get(partition)
+    if database is None:
+        return ()
+    decode_key, decode_value = store._decode_key, store._decode_value
+    return ((decode_key(key), decode_value(value)) for key, value in store._visible_items(database))
+
+
 async def _walk_whole(table: Any, check: Callable[[Any], bool]) -> tuple[float, float]:
     """The walk as it was: the whole partition, the loop handed back every WALK_SLICE keys.
 
     Returns CPU seconds and the longest CPU stretch between two hand-backs."""
-    from worker.tables import WALK_SLICE, partition_items
+    from worker.tables import WALK_SLICE
 
     start = mark = time.thread_time()
     hold = 0.0
-    for index, (_key, stored) in enumerate(partition_items(table, 0)):
+    for index, (_key, stored) in enumerate(_partition_items(table, 0)):
         check(stored)
         if index and index % WALK_SLICE == 0:
             hold, mark = max(hold, time.thread_time() - mark), time.thread_time()

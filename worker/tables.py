@@ -1,44 +1,22 @@
-"""Reading a Faust table one partition at a time.
+"""Reading a Faust table one partition at a time, a slice at a time.
 
 Both stages keep tables whose keys live on the partition they were written from, and both
-walk them now and then (the process stage's sweep and its forgetting of old message ids,
-the executor's prune). Faust's ``table.items()`` reads every partition the worker holds; on
-the RocksDB store each partition is a database of its own, so one partition's keys can be
-read alone.
+walk them now and then (the process stage's sweeps of its rule state and its forgetting of
+old message ids, the executor's prune). Faust's ``table.items()`` reads every partition the
+worker holds; on the RocksDB store each partition is a database of its own, so one
+partition's keys can be read alone (:class:`PartitionWalk`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
 #: A walk hands the event loop back after this many keys (a few ms of work).
 WALK_SLICE = 500
-
-
-def partition_items(table: Mapping[str, Any], partition: int) -> Iterable[tuple[str, Any]]:
-    """The items of ``table`` that may belong to ``partition``; callers still check.
-
-    A Faust table on the RocksDB store keeps each partition in a database of its own: only
-    that one is read, lazily, through a RocksDB iterator, which sees the database as it was
-    when the iteration began and stays valid while the table is written meanwhile (so a
-    caller may await between items). Any other mapping (the memory store, a dict) is copied
-    whole first, for the same reason. Walking every partition's keys for each partition's
-    sweep cost O(keys x partitions) a minute, with the event loop held meanwhile
-    (``bench/README.md``).
-    """
-    store: Any = getattr(table, "data", None)
-    databases = getattr(store, "_dbs", None)
-    if not isinstance(databases, dict) or not hasattr(store, "_visible_items"):
-        return list(table.items())
-    database = databases.get(partition)
-    if database is None:
-        return ()
-    decode_key, decode_value = store._decode_key, store._decode_value
-    return ((decode_key(key), decode_value(value)) for key, value in store._visible_items(database))
 
 
 class PartitionWalk:
@@ -181,8 +159,8 @@ class PacedWalks:
         return max(shortest_s, keep_s / PASSES_PER_KEEPING)
 
     def walked_whole(self, partition: int, now_s: float, keys: int) -> None:
-        """The caller has just walked the partition's ``keys`` keys at once: the next pass
-        begins a period from now, and its shares are sized by this walk."""
+        """The caller has just walked the partition's ``keys`` keys whole, itself: the next
+        pass begins a period from now, and its shares are sized by that walk."""
         self._walks.pop(partition, None)
         self._began[partition] = now_s
         self._walked[partition] = keys

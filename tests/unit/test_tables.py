@@ -14,7 +14,7 @@ import pytest
 from faust.streams import _current_event
 
 from worker import tables
-from worker.tables import PacedWalks, PartitionWalk, partition_items
+from worker.tables import PacedWalks, PartitionWalk
 
 
 @dataclass
@@ -49,35 +49,6 @@ def rocksdb_table(tmp_path: Path) -> Any:
             for n in range(3):
                 table[f"{partition}:{n}"] = [partition, float(n), f"e{n}"]
     return table
-
-
-async def test_only_that_partitions_rocksdb_database_is_read(tmp_path: Path) -> None:
-    table = rocksdb_table(tmp_path)
-    assert sorted(partition_items(table, 1)) == [
-        ("1:0", [1, 0.0, "e0"]),
-        ("1:1", [1, 1.0, "e1"]),
-        ("1:2", [1, 2.0, "e2"]),
-    ]
-    assert list(partition_items(table, 3)) == []
-
-
-async def test_writes_during_a_walk_leave_it_whole(tmp_path: Path) -> None:
-    # The executor's prune awaits between slices while the table is written.
-    table = rocksdb_table(tmp_path)
-    walked = []
-    with on_partition(1):
-        for key, stored in partition_items(table, 1):
-            walked.append(key)
-            table[f"1:new-{key}"] = stored
-            del table[key]
-    assert sorted(walked) == ["1:0", "1:1", "1:2"]
-
-
-def test_a_plain_mapping_is_copied_whole() -> None:
-    table = {"a": [0, 1], "b": [1, 2]}
-    items = partition_items(table, 0)
-    table["c"] = [0, 3]  # a dict view would now raise on the next step
-    assert sorted(items) == [("a", [0, 1]), ("b", [1, 2])]
 
 
 def test_a_walk_takes_rocksdb_slices_in_key_order_and_resumes_past_the_last_key(

@@ -46,8 +46,8 @@ class PartitionView(Mapping[str, Any]):
     """What ``fire_due`` sees of one partition: the keys of ``local`` to walk, and any other
     key of the partition looked up in the table.
 
-    The engine walks only ``local`` (the keys of the rules with deadlines, between sweeps),
-    but a deadline that fires consults other rules' state: ``inhibited_by`` a rule without
+    The engine walks only ``local`` (the keys of the rules with deadlines between sweeps, a
+    slice of the partition in a sweep), but a deadline that fires consults other rules' state: ``inhibited_by`` a rule without
     ``for`` reads that rule's throttle. Those keys are not in ``local``, so they are read from
     the table, bare and only if they are the partition's.
     """
