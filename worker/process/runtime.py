@@ -377,7 +377,7 @@ class EventProcessor:
         pass over a partition begins every tenth of ``dedupe_ttl_s`` (or every sweep
         interval, if longer), and each tick walks only its share
         (:class:`worker.tables.PacedWalks`). An id is dropped only if it is still old when
-        its turn comes (an event may have delivered it again in between). A partition taken
+        its slice is taken (an event may have delivered it again since the pass began). A partition taken
         away mid-pass is left to its next owner. Returns how many ids were dropped.
         """
         period = PacedWalks.period(self.dedupe_ttl_s, self.sweep_interval_s)
@@ -385,12 +385,12 @@ class EventProcessor:
         forgotten = 0
         try:
             async for items in self._forgetting.share(seen, partition, now_s, period, still_ours):
+                # A slice holds the ids as they are when it is taken, and nothing awaits
+                # between taking it and the deletes below.
                 for key, stored in items:
                     if is_expired(stored, partition, now_s, ttl):
-                        current = seen.get(key)
-                        if current is not None and is_expired(current, partition, now_s, ttl):
-                            del seen[key]
-                            forgotten += 1
+                        del seen[key]
+                        forgotten += 1
         except Exception:
             self.counters.tick_errors += 1
             log.exception("old message ids of partition %d not forgotten", partition)
