@@ -264,13 +264,11 @@ class EventProcessor:
         The partition counts as indexed only once the walk is complete; a walk cut short (a
         reload, a rebalance, the partition taken away, an error) begins again on the
         partition's next tick. Events of the partition that come between two slices write
-        to the index the walk is building.
+        to the index the walk is building (begun empty here).
         """
         generation = self._generation
-        index: set[str] = set()
-        self._timer_keys[partition] = index
+        self._timer_keys[partition] = set()
         purge = self._purge_rules if partition not in self._purged else frozenset()
-        timer_rules = self._timer_rules
         walk = PartitionWalk(state, partition)
         actions: list[ActionRecordLike] = []
         try:
@@ -283,10 +281,7 @@ class EventProcessor:
                     for key in stale:
                         del state[key]
                     items = [item for item in items if item[0] not in stale]
-                local = partition_state(items, partition)
-                index.update(key for key in local if rule_id_of(key) in timer_rules)
-                if local:
-                    actions += self._fire_due(partition, state, local, now)
+                actions += self._sweep_slice(partition, state, items, now)
                 if not walk.done:
                     await asyncio.sleep(0)
         except Exception:
@@ -331,18 +326,30 @@ class EventProcessor:
                 async for items in shares:
                     if partition not in self._indexed:
                         break
-                    local = partition_state(items, partition)
-                    if not local:
-                        continue
-                    if self._timer_rules:
-                        index = self._timer_keys.setdefault(partition, set())
-                        index.update(k for k in local if rule_id_of(k) in self._timer_rules)
-                    actions += self._fire_due(partition, state, local, now)
+                    actions += self._sweep_slice(partition, state, items, now)
         except Exception:
             counters.tick_errors += 1
             log.exception("state of partition %d not swept", partition)
             self._sweeping.abandon(partition)
         return actions
+
+    def _sweep_slice(
+        self,
+        partition: int,
+        state: MutableMapping[str, Any],
+        items: list[tuple[str, Any]],
+        now: datetime,
+    ) -> Sequence[ActionRecordLike]:
+        """One slice of a sweep: add its deadline keys to the partition's timer index, fire
+        what is due in it and drop what has expired."""
+        local = partition_state(items, partition)
+        if not local:
+            return NO_ACTIONS
+        timer_rules = self._timer_rules
+        if timer_rules:
+            index = self._timer_keys.setdefault(partition, set())
+            index.update(key for key in local if rule_id_of(key) in timer_rules)
+        return self._fire_due(partition, state, local, now)
 
     def _fire_due(
         self,
