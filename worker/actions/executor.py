@@ -50,7 +50,13 @@ from worker.actions.ledger import LedgerEntry
 from worker.actions.limits import SendLimiter
 from worker.actions.perform import send_request
 from worker.actions.record import ActionRecord, InvalidActionRecord, dlq_value
-from worker.actions.requests import InvalidParams, OutboundRequest, SendLimitKey, build_request
+from worker.actions.requests import (
+    InvalidParams,
+    OutboundRequest,
+    SendLimitKey,
+    build_request,
+    gateway_destination,
+)
 from worker.actions.retry import Failure, failure_for_exception
 from worker.actions.secrets import BadSecretReference, SecretNotSet
 from worker.actions.settings import ExecutorSettings
@@ -174,7 +180,11 @@ class Executor:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._changelog_topic = f"{app.conf.id}-{settings.table_name}-changelog"
-        self._slots = Slots(settings.concurrency, settings.per_destination_concurrency)
+        self._slots = Slots(
+            settings.concurrency,
+            settings.per_destination_concurrency,
+            caps={gateway_destination(settings.gateway): settings.gateway_concurrency},
+        )
         self.agent = app.agent(self.topic, name=f"{settings.table_name}-executor")(self._consume)
         self.table.on_recover(self._resume_pending)
         app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -338,8 +348,8 @@ class Executor:
             request = self._request_for(record)
         except (InvalidParams, SecretNotSet, BadSecretReference):
             return None
-        destination = request.destination if request is not None else None
-        if not self._slots.free(destination):
+        destination, lane = _slot_keys(request)
+        if not self._slots.free(destination, lane):
             return None
         if request is not None and request.send_limit is not None:
             limit = request.send_limit
@@ -348,7 +358,7 @@ class Executor:
             if not self.limiter.reserve_if_free(limit.instance, limit.chat, now):
                 return None
         # Free, so this returns at once: nothing can take the slots in between.
-        return _Attempt(request, await self._slots.hold(destination))
+        return _Attempt(request, await self._slots.hold(destination, lane))
 
     # -- tasks: wait, perform, retry, finish --------------------------------------------------
 
@@ -461,7 +471,7 @@ class Executor:
             return None
         if request is not None and request.send_limit is not None:
             await self._wait_for_send_limit(key, request.send_limit)
-        slots = await self._slots.hold(request.destination if request is not None else None)
+        slots = await self._slots.hold(*_slot_keys(request))
         try:
             # Counted only once a slot is held: records queued behind a slow endpoint have not
             # been attempted, and a crash must not use up their attempts.
@@ -814,6 +824,14 @@ class Executor:
 def _bootstrap_servers(app: Any) -> str:
     """``host:port,...`` from the app's ``kafka://`` broker URLs."""
     return ",".join(f"{url.host}:{url.port or 9092}" for url in app.conf.broker)
+
+
+def _slot_keys(request: OutboundRequest | None) -> tuple[str | None, str | None]:
+    """The destination and lane whose slots an attempt holds (none but the global one for
+    actions that make no request)."""
+    if request is None:
+        return None, None
+    return request.destination, request.lane
 
 
 def _log_lost_write(key: str, future: asyncio.Future[Any]) -> None:

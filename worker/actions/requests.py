@@ -10,7 +10,7 @@ recognised as the same request by whoever receives it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -69,6 +69,10 @@ class OutboundRequest:
     send_limit: SendLimitKey | None = None
     #: Extra facts for logs (never secrets).
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: For gateway calls, the instance: each instance's calls are capped on their own too, as
+    #: the gateway holds each instance's sends apart (a send's ``delay_ms``, a stuck
+    #: instance) and one instance's must not hold up the others'.
+    lane: str | None = None
 
 
 def build_request(
@@ -200,6 +204,7 @@ def _gateway_call(
         timeout_s=timeout_s,
         display=f"{method} {url}",
         destination=_destination(url),
+        lane=instance,
         send_limit=send_limit,
         labels=labels,
     )
@@ -343,17 +348,12 @@ def _http(
 
 
 def _with_labels(request: OutboundRequest, **labels: str) -> OutboundRequest:
-    return OutboundRequest(
-        method=request.method,
-        url=request.url,
-        headers=request.headers,
-        json=request.json,
-        timeout_s=request.timeout_s,
-        display=request.display,
-        destination=request.destination,
-        send_limit=request.send_limit,
-        labels={**request.labels, **labels},
-    )
+    return replace(request, labels={**request.labels, **labels})
+
+
+def gateway_destination(gateway: GatewaySettings) -> str:
+    """The destination of every gateway call (capped by ``gateway_concurrency``)."""
+    return _destination(gateway.url.rstrip("/"))
 
 
 def _destination(url: str) -> str:

@@ -54,9 +54,13 @@ class ExecutorSettings:
     #: Timeout of one outbound request (records may lower or raise it for ``http``), seconds.
     request_timeout_s: float = 10.0
     #: Requests in flight at once, across all destinations.
-    concurrency: int = 32
-    #: Requests in flight at once to one destination (scheme, host, port), so a slow endpoint
-    #: can hold at most this many slots and never stall the rest.
+    concurrency: int = 128
+    #: Requests in flight at once to the gateway, all instances together: the rest of
+    #: :attr:`concurrency` stays for alerts and webhooks while the gateway is slow.
+    gateway_concurrency: int = 64
+    #: Requests in flight at once to one destination (scheme, host, port), and to the gateway
+    #: for one instance, so a slow endpoint (or instance) can hold at most this many slots
+    #: and never stall the rest. The gateway holds each send for its ``delay_ms``.
     per_destination_concurrency: int = 8
     #: Records accepted but not finished (in flight, waiting for a retry or for a send limit).
     #: The agent stops taking new records while this many are pending.
@@ -92,6 +96,7 @@ def settings_from_mapping(data: Mapping[str, Any], where: str = "actions") -> Ex
         "retry",
         "request_timeout_s",
         "concurrency",
+        "gateway_concurrency",
         "per_destination_concurrency",
         "max_pending",
         "send_rate_per_instance",
@@ -140,6 +145,7 @@ def settings_from_mapping(data: Mapping[str, Any], where: str = "actions") -> Ex
         retry=retry,
         request_timeout_s=_num(data, "request_timeout_s", defaults.request_timeout_s, where),
         concurrency=_int(data, "concurrency", defaults.concurrency, where),
+        gateway_concurrency=_int(data, "gateway_concurrency", defaults.gateway_concurrency, where),
         per_destination_concurrency=_int(
             data, "per_destination_concurrency", defaults.per_destination_concurrency, where
         ),

@@ -1,15 +1,17 @@
-"""The executor's concurrency slots: one limit over everything, one per HTTP destination.
+"""The executor's concurrency slots: one limit over everything, one per HTTP destination,
+one per lane of a destination (the gateway's instances).
 
 An attempt holds a slot of the global limit and, when it calls an HTTP endpoint, one of that
-destination's; :class:`Held` gives them back once the attempt is over. :meth:`Slots.free`
-tells whether an attempt would get its slots at once: not when they are all taken, nor when
-others are queued for them, so a record that arrives while others wait does not overtake
-them.
+destination's, and one of its lane's when it has one; :class:`Held` gives them back once the
+attempt is over. :meth:`Slots.free` tells whether an attempt would get its slots at once: not
+when they are all taken, nor when others are queued for them, so a record that arrives while
+others wait does not overtake them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 
 class Held:
@@ -29,31 +31,44 @@ class Held:
 
 
 class Slots:
-    """``concurrency`` slots in all, ``per_destination`` of them for any one destination."""
+    """``concurrency`` slots in all, ``per_destination`` of them for any one destination (or
+    its entry in ``caps``), and ``per_destination`` for any one lane of a destination."""
 
-    def __init__(self, concurrency: int, per_destination: int) -> None:
+    def __init__(
+        self, concurrency: int, per_destination: int, caps: Mapping[str, int] | None = None
+    ) -> None:
         self._all = asyncio.Semaphore(concurrency)
         self._per_destination = per_destination
-        self._destinations: dict[str, asyncio.Semaphore] = {}
+        self._caps = dict(caps or {})
+        self._semaphores: dict[tuple[str, str | None], asyncio.Semaphore] = {}
 
-    def _for(self, destination: str | None) -> tuple[asyncio.Semaphore, ...]:
-        """The semaphores to take, the destination's first (as they are always taken)."""
+    def _semaphore(self, destination: str, lane: str | None) -> asyncio.Semaphore:
+        own = self._semaphores.get((destination, lane))
+        if own is None:
+            cap = self._per_destination if lane is not None else self._caps.get(destination)
+            own = asyncio.Semaphore(cap if cap is not None else self._per_destination)
+            self._semaphores[(destination, lane)] = own
+        return own
+
+    def _for(self, destination: str | None, lane: str | None) -> tuple[asyncio.Semaphore, ...]:
+        """The semaphores to take, narrowest first (as they are always taken)."""
         if destination is None:
             return (self._all,)
-        own = self._destinations.get(destination)
-        if own is None:
-            own = self._destinations[destination] = asyncio.Semaphore(self._per_destination)
-        return (own, self._all)
+        if lane is None:
+            return (self._semaphore(destination, None), self._all)
+        return (self._semaphore(destination, lane), self._semaphore(destination, None), self._all)
 
-    def free(self, destination: str | None) -> bool:
-        """True when :meth:`hold` for ``destination`` would return without waiting."""
-        return not any(semaphore.locked() for semaphore in self._for(destination))
+    def free(self, destination: str | None, lane: str | None = None) -> bool:
+        """True when :meth:`hold` for ``destination`` (and ``lane``) would return without
+        waiting."""
+        return not any(semaphore.locked() for semaphore in self._for(destination, lane))
 
-    async def hold(self, destination: str | None) -> Held:
-        """Wait for the slots of an attempt for ``destination`` (``None``: not HTTP)."""
+    async def hold(self, destination: str | None, lane: str | None = None) -> Held:
+        """Wait for the slots of an attempt for ``destination`` (``None``: not HTTP) and
+        ``lane``."""
         taken: list[asyncio.Semaphore] = []
         try:
-            for semaphore in self._for(destination):
+            for semaphore in self._for(destination, lane):
                 await semaphore.acquire()
                 taken.append(semaphore)
         except BaseException:

@@ -230,3 +230,50 @@ async def test_a_record_that_can_go_at_once_is_claimed_and_counted_in_one_write(
     calls = receiver.calls_to("/hook")
     assert [c.body["n"] for c in calls] == [1, 2]
     assert calls[1].at - calls[0].at >= 1.9, "the second request did not wait for the slot"
+
+
+async def test_sends_the_gateway_holds_take_their_instances_slots_not_every_instances(
+    executor_harness: ExecutorHarness, receiver: Receiver
+) -> None:
+    """The gateway holds a send for as long as its ``delay_ms`` (or as a stuck instance takes):
+    those sends fill their own instance's slots, and other instances' sends go on."""
+    h = executor_harness
+    await h.create_topics()
+    receiver.route("/message/sendText/slow-bot", 201, delay_s=3.0)
+    receiver.route("/message/sendText/shop-bot", 201)
+    h.start_executor(
+        {
+            "gateway": {"url": receiver.url("")},
+            "per_destination_concurrency": 2,
+            "send_rate_per_instance": None,
+            "send_rate_per_chat": None,
+        }
+    )
+
+    def sends(instance: str) -> list[dict[str, object]]:
+        return [
+            action("whatsapp.send_text", {"to": f"55110000000{i}", "text": "hi"}, instance=instance)
+            for i in range(3)
+        ]
+
+    await h.send(*sends("slow-bot"))
+    await wait_for(
+        lambda: len(receiver.calls_to("/message/sendText/slow-bot")) == 2,
+        timeout=60,
+        message="slow-bot's first two sends",
+    )
+    await h.send(*sends("shop-bot"))
+    await wait_for(
+        lambda: (
+            len(receiver.calls_to("/message/sendText/slow-bot")) == 3
+            and len(receiver.calls_to("/message/sendText/shop-bot")) == 3
+        ),
+        timeout=60,
+        message="all six sends",
+    )
+    slow = sorted(c.at for c in receiver.calls_to("/message/sendText/slow-bot"))
+    shop = sorted(c.at for c in receiver.calls_to("/message/sendText/shop-bot"))
+    # slow-bot's third send waited for one of its two slots...
+    assert slow[2] - slow[0] >= 2.9
+    # ...and shop-bot's did not: its three sends went while slow-bot's were held
+    assert shop[-1] < slow[2], (shop, slow)

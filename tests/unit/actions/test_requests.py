@@ -66,7 +66,7 @@ def test_send_text_body_tags_the_send_and_quotes_the_trigger():
     }
     assert request.timeout_s == 11.2
     assert request.send_limit == SendLimitKey("shop-bot", "5511@s.whatsapp.net")
-    assert request.destination == "http://gw:8084"
+    assert (request.destination, request.lane) == ("http://gw:8084", "shop-bot")
 
 
 def test_send_text_without_quote_or_delay_has_only_the_tags():
@@ -230,7 +230,7 @@ def test_http_resolves_secrets_and_adds_the_idempotency_header():
     assert request.headers == {"X-Token": "T0KEN", "Idempotency-Key": KEY}
     assert request.json == {"auth": "T0KEN", "n": 1}
     assert request.display == "PATCH https://crm/api?k=${env:HOOK}"
-    assert request.destination == "https://crm:443"
+    assert (request.destination, request.lane) == ("https://crm:443", None)
 
 
 def test_http_keeps_a_caller_supplied_idempotency_header():

@@ -27,6 +27,7 @@ def test_every_key_is_read():
                 "max_retry_after_s": 5,
             },
             "concurrency": 4,
+            "gateway_concurrency": 3,
             "per_destination_concurrency": 2,
             "send_rate_per_instance": {"per_second": 2, "burst": 5},
             "send_rate_per_chat": None,
@@ -37,7 +38,11 @@ def test_every_key_is_read():
     assert settings.gateway.auth == "bearer"
     assert settings.gateway.tokens == {"shop-bot": "${env:T}"}
     assert settings.retry == RetryPolicy(3, 0.1, 1.0, 5.0)
-    assert (settings.concurrency, settings.per_destination_concurrency) == (4, 2)
+    assert (
+        settings.concurrency,
+        settings.gateway_concurrency,
+        settings.per_destination_concurrency,
+    ) == (4, 3, 2)
     assert settings.send_rate_per_instance == Rate(2.0, 5.0)
     assert settings.send_rate_per_chat is None
 
@@ -47,8 +52,9 @@ def test_every_key_is_read():
     [
         (
             {"concurency": 3},
-            "actions: unknown key 'concurency' (expected one of: concurrency, "
-            "gateway, ledger_retention_s, max_pending, partitions, per_destination_concurrency, "
+            "actions: unknown key 'concurency' (expected one of: concurrency, gateway, "
+            "gateway_concurrency, ledger_retention_s, max_pending, partitions, "
+            "per_destination_concurrency, "
             "prune_interval_s, replication_factor, request_timeout_s, retry, send_rate_per_chat, "
             "send_rate_per_instance, shutdown_grace_s, topic_prefix)",
         ),

@@ -59,3 +59,32 @@ async def test_cancelled_while_waiting_for_the_second_slot_gives_the_first_back(
     await asyncio.gather(waiting, return_exceptions=True)
     other.release()
     assert slots.free("a")
+
+
+async def test_a_lane_gets_at_most_its_share_and_its_destination_caps_all_its_lanes() -> None:
+    slots = Slots(concurrency=10, per_destination=2, caps={"gw": 3})
+    busy = [await slots.hold("gw", "slow-bot"), await slots.hold("gw", "slow-bot")]
+    # the lane is full; another lane of the same destination, and the destination, are not
+    assert not slots.free("gw", "slow-bot")
+    assert slots.free("gw", "shop-bot")
+    other = await slots.hold("gw", "shop-bot")
+    # three held on gw, its own cap: every lane of it waits, other destinations do not
+    assert not slots.free("gw", "new-bot")
+    assert not slots.free("gw")
+    assert slots.free("crm")
+    waiting = asyncio.create_task(slots.hold("gw", "new-bot"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    busy[0].release()  # a slow-bot slot comes back: gw has room for new-bot again
+    held = await asyncio.wait_for(waiting, 5)
+    for h in (busy[1], other, held):
+        h.release()
+    assert slots.free("gw", "slow-bot") and slots.free("gw")
+
+
+async def test_a_destination_without_a_cap_of_its_own_gets_the_per_destination_one() -> None:
+    slots = Slots(concurrency=10, per_destination=1, caps={"gw": 5})
+    held = await slots.hold("crm")
+    assert not slots.free("crm")
+    assert slots.free("gw")
+    held.release()
