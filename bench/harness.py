@@ -525,7 +525,14 @@ def profiler() -> str | None:
 
 async def profile(child: Child, seconds: float, name: str) -> Path | None:
     """Sample ``child`` with py-spy for ``seconds`` into ``results/profiles/<name>.txt``
-    (collapsed stacks) when ``BENCH_PYSPY`` is set; returns the file, or None."""
+    (collapsed stacks) when ``BENCH_PYSPY`` is set; returns the file, or None.
+
+    Only samples of threads holding the GIL (``--gil``): py-spy's own test for an idle
+    thread passes threads waiting in the event loop's poll on this machine, and a third of
+    a stage's samples were such waits, shown as the loop's "self" time (`perf` put uvloop's
+    own code at 3 % of the rule stage's CPU). With ``--gil`` the samples add up to the
+    CPU time the stage used.
+    """
     spy = profiler()
     if spy is None:
         return None
@@ -544,6 +551,7 @@ async def profile(child: Child, seconds: float, name: str) -> Path | None:
         "--format",
         "raw",
         "--function",
+        "--gil",
         "--nonblocking",
         "--output",
         str(out),
