@@ -384,8 +384,9 @@ class EventProcessor:
         pass over a partition begins every tenth of ``dedupe_ttl_s`` (or every sweep
         interval, if longer), and each tick walks only its share
         (:class:`worker.tables.PacedWalks`). An id is dropped only if it is still old when
-        its slice is taken (an event may have delivered it again since the pass began). A partition taken
-        away mid-pass is left to its next owner. Returns how many ids were dropped.
+        its slice is taken (an event may have delivered it again since the pass began). A
+        partition taken away mid-pass is left to its next owner. Returns how many ids were
+        dropped.
         """
         period = PacedWalks.period(self.dedupe_ttl_s, self.sweep_interval_s)
         ttl = self.dedupe_ttl_s

@@ -47,9 +47,10 @@ class PartitionView(Mapping[str, Any]):
     key of the partition looked up in the table.
 
     The engine walks only ``local`` (the keys of the rules with deadlines between sweeps, a
-    slice of the partition in a sweep), but a deadline that fires consults other rules' state: ``inhibited_by`` a rule without
-    ``for`` reads that rule's throttle. Those keys are not in ``local``, so they are read from
-    the table, bare and only if they are the partition's.
+    slice of the partition in a sweep), but a deadline that fires consults other rules'
+    state: ``inhibited_by`` a rule without ``for`` reads that rule's throttle. Those keys
+    are not in ``local``, so they are read from the table, bare and only if they are the
+    partition's.
     """
 
     __slots__ = ("_local", "_partition", "_table")
