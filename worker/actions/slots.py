@@ -45,8 +45,10 @@ class Slots:
     def _semaphore(self, destination: str, lane: str | None) -> asyncio.Semaphore:
         own = self._semaphores.get((destination, lane))
         if own is None:
-            cap = self._per_destination if lane is not None else self._caps.get(destination)
-            own = asyncio.Semaphore(cap if cap is not None else self._per_destination)
+            cap = self._per_destination
+            if lane is None:
+                cap = self._caps.get(destination, cap)
+            own = asyncio.Semaphore(cap)
             self._semaphores[(destination, lane)] = own
         return own
 
