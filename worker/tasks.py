@@ -24,3 +24,15 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any], reraise: bool = False) ->
     first = next((error for error in errors if error is not None), None)
     if reraise and first is not None:
         raise first
+
+
+async def end_within(grace_s: float, *tasks: asyncio.Future[Any]) -> None:
+    """Give ``tasks`` up to ``grace_s`` seconds to end by themselves, then cancel the rest.
+
+    For tasks that were asked to stop and finish what they are doing first (a subscription
+    reading until the gateway answers its close frame). Returns once every task has ended;
+    what they raised is dropped, as in :func:`cancel_and_wait`.
+    """
+    if tasks:
+        await asyncio.wait(tasks, timeout=grace_s)
+    await cancel_and_wait(*tasks)

@@ -1,4 +1,4 @@
-"""worker.tasks.cancel_and_wait: the tasks end, the caller's own cancellation is kept."""
+"""worker.tasks: the tasks end, the caller's own cancellation is kept; a grace is given."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from worker.tasks import cancel_and_wait
+from worker.tasks import cancel_and_wait, end_within
 
 
 async def test_tasks_are_cancelled_and_what_they_raise_is_dropped() -> None:
@@ -62,3 +62,31 @@ async def test_a_cancellation_of_the_caller_while_it_waits_is_not_lost() -> None
     assert carried_on == []
     await task
     assert task.done() and not task.cancelled()
+
+
+async def test_a_task_that_ends_within_the_grace_is_not_cancelled() -> None:
+    asked = asyncio.Event()
+
+    async def finishing() -> str:
+        await asked.wait()
+        await asyncio.sleep(0)  # a last read before it ends
+        return "finished"
+
+    task = asyncio.ensure_future(finishing())
+    asked.set()
+    await end_within(30.0, task)
+    assert not task.cancelled() and task.result() == "finished"
+
+
+async def test_a_task_still_running_after_the_grace_is_cancelled() -> None:
+    loop = asyncio.get_running_loop()
+    stubborn = asyncio.ensure_future(asyncio.sleep(60))
+    quick = asyncio.ensure_future(asyncio.sleep(0))
+    began = loop.time()
+    await end_within(0.05, stubborn, quick)
+    assert stubborn.cancelled() and not quick.cancelled()
+    assert 0.04 <= loop.time() - began < 30  # it waited the grace, not the task's minute
+
+
+async def test_no_tasks_no_wait() -> None:
+    await end_within(30.0)

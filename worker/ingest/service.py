@@ -21,9 +21,12 @@ from worker.ingest.spool import Spool
 from worker.ingest.stats import IngestStats, SubscriptionState
 from worker.ingest.subscription import Subscription, subscription_options, subscription_url
 from worker.stopping import StopBudget
-from worker.tasks import cancel_and_wait
+from worker.tasks import cancel_and_wait, end_within
 
 log = logging.getLogger("zapflow.ingest")
+
+#: How long a stopped subscription may read on until the gateway answers its close frame.
+CLOSE_GRACE_S = 5.0
 
 
 def status_line(config: IngestConfig, kafka_reached: bool, spool_depth: int) -> str:
@@ -149,8 +152,7 @@ class IngestService:
                 task = self._tasks[i]
                 del self.subscriptions[i], self._tasks[i]
                 sub.stop()  # reads what the gateway sent until it answers the close
-                await asyncio.wait([task], timeout=5.0)
-                await cancel_and_wait(task)
+                await end_within(CLOSE_GRACE_S, task)
                 return
 
     def reload(self, config: IngestConfig) -> tuple[list[str], list[str]]:
@@ -198,10 +200,8 @@ class IngestService:
             await self.roster.close()
         for sub in self.subscriptions:
             sub.stop()
-        if self._tasks:
-            # Each subscription reads until the gateway has answered its close frame.
-            await asyncio.wait(self._tasks, timeout=5.0)
-            await cancel_and_wait(*self._tasks)
+        # Each subscription reads until the gateway has answered its close frame.
+        await end_within(CLOSE_GRACE_S, *self._tasks)
         self._tasks.clear()
         extras = (self._summary_task, self._count_frames_task)
         await cancel_and_wait(*(extra for extra in extras if extra is not None), reraise=True)
