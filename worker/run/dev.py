@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 from worker.console.inbox import AlertInbox
 from worker.devkafka.broker import KafkaBroker, die_with_parent
 from worker.devkafka.jars import DevKafkaError, cache_root
+from worker.tasks import cancel_and_wait
 
 INSTANCE_NAMES = ("loja-centro", "loja-norte", "loja-sul", "loja-oeste", "loja-leste")
 SECRET = "zapflow-dev-secret"
@@ -344,11 +344,7 @@ async def _dev(args: argparse.Namespace) -> int:
             args, state=state, sim=sim, inbox=inbox, worker=worker, note=note, plain=plain
         )
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*tasks)
         if worker is not None and worker.poll() is None:
             note("stopping the worker…")
             worker.send_signal(signal.SIGTERM)
