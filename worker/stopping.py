@@ -65,7 +65,7 @@ class StopBudget:
             async with asyncio.timeout_at(deadline):
                 await work
         except TimeoutError:
-            self.abandoned.append(what)
+            self.give_up(what)
             self._warn(what)
             return False
         return True
