@@ -42,7 +42,7 @@ def test_defaults() -> None:
     assert config.instances[0].events == STREAMED_EVENTS
     assert config.kafka.topic_prefix == "codechat."
     assert config.kafka.bootstrap_servers == "localhost:9092"
-    assert config.kafka.producer.compression == "lz4"
+    assert config.kafka.producer.compression == "zstd"
     assert config.reconnect == ReconnectPolicy(5.0, 60.0, 2.0, 30.0)
     assert len(config.subscriptions()) == 14
     assert config.spool.path == Path("/etc/.zapflow/ingest-spool.sqlite")
@@ -256,7 +256,7 @@ def test_the_example_file_at_the_top_of_the_repository_loads() -> None:
     example = Path(__file__).resolve().parents[3] / "zapflow.yaml"
     config = ingest_config(load_document(example, {"SHOP_BOT_TOKEN": "t"}))
     assert [i.name for i in config.instances] == ["shop-bot"]
-    assert config.kafka.producer.compression == "lz4"
+    assert config.kafka.producer.compression == "zstd"
     assert config.resubscribe_after_silence == 600.0
 
 
