@@ -214,7 +214,7 @@ async def _result(child: Child, within: float) -> dict[str, Any]:
 
 
 #: The codecs ingest offers, as aiokafka's producer calls them (same functions, same levels:
-#: its lz4 is LZ4 HC at level 9, its zstd level 3, its gzip zlib's default).
+#: its lz4 is LZ4 HC at level 9, its zstd level 3, its gzip level 9).
 CODECS: dict[str, Callable[[bytes], bytes]] = {
     "zstd": codec.zstd_encode,
     "lz4": codec.lz4_encode,
