@@ -86,6 +86,8 @@ def _re2_options(ignorecase: bool) -> Any:
 
 
 _ANCHORS = getattr(re2, "_Anchor", None)
+#: The condition test of each anchor (0: anywhere, 1: at the start, 2: the whole text).
+_ANCHOR_TESTS: Final = ("search", "match", "fullmatch")
 _ANCHOR_VALUES = tuple(_ANCHORS(i) for i in range(3)) if _ANCHORS is not None else ()
 _NULL_SPAN = (-1, -1)
 
@@ -199,6 +201,44 @@ class Regex:
             if occurs is not None:
                 return occurs
         return self.matches(text, anchor)
+
+    def value_test(self, anchor: int) -> Callable[[object], bool]:
+        """``value is search/match/fullmatch(<this pattern>)`` (anchor 0/1/2) as one call.
+
+        For conditions whose pattern is known at load: the same answers and errors as
+        ``test_search(value, pattern)`` and its siblings, without their calls to check the
+        pattern and the text on every event. With fifty keyword rules on one event those
+        calls were about half of what evaluating the rules cost (``bench/README.md``).
+        """
+        what = _ANCHOR_TESTS[anchor]
+        matches = self.matches
+        slot = self._slot if anchor == 0 else None
+        if slot is None:
+
+            def test(value: object) -> bool:
+                return matches(value if value.__class__ is str else _text(value, what), anchor)
+
+            return test
+        searches = _SEARCHES
+        occurs = searches.occurs
+
+        def search(value: object) -> bool:
+            text = value if value.__class__ is str else _text(value, what)
+            # _SearchSet.occurs inlined for the case of every rule after an event's first:
+            # the set has answered for this very text, and holds this pattern.
+            last, compiled = searches._last, searches._compiled
+            if (
+                last is not None
+                and last[0] is text
+                and compiled is not None
+                and last[1] is compiled
+                and slot < compiled[1]
+            ):
+                return slot in last[2]
+            found = occurs(slot, text)
+            return matches(text, anchor) if found is None else found
+
+        return search
 
     def matches(self, text: str, anchor: int) -> bool:
         """``found`` without the shared set: this pattern alone."""
@@ -774,6 +814,12 @@ class _ConditionCompiler:
             known = [*CONDITION_TESTS, *_SPECIAL_TESTS]
             raise self.fail(f"unknown test '{node.name}'{suggest(node.name, known)}", node)
         regex_args = self.regex_arg(node.args, node.kwargs) if node.name in _REGEX_TESTS else None
+        if regex_args is not None and regex_args in self.consts:
+            # The pattern alone, compiled at load: one call per event (Regex.value_test).
+            regex = self.consts[regex_args]
+            assert isinstance(regex, Regex)
+            anchor = _ANCHOR_TESTS.index("search" if node.name == "regex" else node.name)
+            return f"{self.const(regex.value_test(anchor))}({value})"
         args = regex_args if regex_args is not None else self.args(node.args, node.kwargs)
         fn = self.const(CONDITION_TESTS[node.name])
         return f"{fn}({value}{', ' + args if args else ''})"

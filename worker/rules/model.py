@@ -160,13 +160,13 @@ class Fused(CondNode):
         )
         exec(source, namespace)  # source built from compiled, whitelisted leaves only
         self._fn: Callable[[Mapping[str, Any]], CondNode | None] = namespace["_test"]  # type: ignore[assignment]
+        # ``test`` is the compiled function itself, set on the instance: no method call in
+        # between on the hottest path.
+        self.test = self._fn  # type: ignore[method-assign,assignment]
 
     @functools.cached_property
     def source(self) -> str:  # type: ignore[override]
         return self.tree.source
-
-    def test(self, view: Mapping[str, Any]) -> CondNode | None:
-        return self._fn(view)
 
     def seen(self, view: Mapping[str, Any]) -> dict[str, Any]:
         return self.tree.seen(view)

@@ -227,3 +227,41 @@ def test_a_text_longer_than_the_set_takes_is_searched_pattern_by_pattern() -> No
     text = "x" * SEARCH_SET_MAX_TEXT + " fim-do-texto"
     assert compile_regex("fim-do-texto").found(text, 0)
     assert not compile_regex("fim-de-outro").found(text, 0)
+
+
+class _Text(str):
+    """A str subclass: the one-call regex tests take the long way for it."""
+
+
+@pytest.mark.parametrize("test", ["search", "regex", "match", "fullmatch"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Quero CANCELAR",
+        "cancelar",
+        "sobre o pedido #17: já foi enviado?",
+        "",
+        _Text("Quero CANCELAR"),
+        "x" * 5000 + " cancelar",
+    ],
+)
+def test_a_pattern_known_at_load_answers_as_the_test_with_the_pattern_given(
+    test: str, value: str
+) -> None:
+    from worker.rules.expressions import CONDITION_TESTS, compile_regex
+
+    for pattern, ignorecase in [*SET_PATTERNS, ("(?i)quero cancelar", False)]:
+        quoted = pattern.replace("\\", "\\\\")
+        flag = ", ignorecase=true" if ignorecase else ""
+        condition = compile_condition(f"msg.text is {test}('{quoted}'{flag})")
+        expected = CONDITION_TESTS[test](value, compile_regex(pattern, ignorecase))
+        assert condition.fn({"msg": {"text": value}}) is expected, (test, pattern, value)
+
+
+@pytest.mark.parametrize("test", ["search", "match", "fullmatch"])
+def test_a_pattern_known_at_load_refuses_what_is_not_text(test: str) -> None:
+    condition = compile_condition(f"msg.text is {test}('cancelar')")
+    with pytest.raises(EvaluationError, match=f"{test} needs text, got int"):
+        condition.fn({"msg": {"text": 3}})
+    with pytest.raises(EvaluationError, match="'text' is undefined"):
+        condition.fn({"msg": {}})
