@@ -219,22 +219,11 @@ class Regex:
                 return matches(value if value.__class__ is str else _text(value, what), anchor)
 
             return test
-        searches = _SEARCHES
-        occurs = searches.occurs
+        occurs = _SEARCHES.occurs
 
+        # ``found`` with the anchor known: asking the set here saves a call per rule.
         def search(value: object) -> bool:
             text = value if value.__class__ is str else _text(value, what)
-            # _SearchSet.occurs inlined for the case of every rule after an event's first:
-            # the set has answered for this very text, and holds this pattern.
-            last, compiled = searches._last, searches._compiled
-            if (
-                last is not None
-                and last[0] is text
-                and compiled is not None
-                and last[1] is compiled
-                and slot < compiled[1]
-            ):
-                return slot in last[2]
             found = occurs(slot, text)
             return matches(text, anchor) if found is None else found
 
