@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,10 +159,9 @@ class Fused(CondNode):
             "def _test(C):\n" + "".join(f"    {line}\n" for line in lines) + "    return None\n"
         )
         exec(source, namespace)  # source built from compiled, whitelisted leaves only
-        self._fn: Callable[[Mapping[str, Any]], CondNode | None] = namespace["_test"]  # type: ignore[assignment]
         # ``test`` is the compiled function itself, set on the instance: no method call in
         # between on the hottest path.
-        self.test = self._fn  # type: ignore[method-assign,assignment]
+        self.test = namespace["_test"]  # type: ignore[method-assign,assignment]
 
     @functools.cached_property
     def source(self) -> str:  # type: ignore[override]
