@@ -20,7 +20,7 @@ _HELP = {
     "evaluated": "Envelopes evaluated by the rules",
     "no_rule": "Envelopes of events no rule listens to",
     "echoes": "Echoes of zapflow's own sends, never evaluated",
-    "duplicates": "Second deliveries of a gateway message, not evaluated again",
+    "duplicates": "Second deliveries of a gateway message that would have acted again, dropped",
     "errors": "Envelopes that failed to evaluate (logged with the event id)",
     "actions": "Action records produced for events",
     "forwarded": "Envelopes sent on to the repartition topic for rekeyed rules (one per key)",

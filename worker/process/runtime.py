@@ -116,8 +116,9 @@ class EventProcessor:
         """Evaluate one envelope.
 
         Returns its action records, then one :class:`Forward` per key its rekeyed rules
-        need it under. Echoes and second deliveries are dropped before either. A broken
-        envelope or a failing rule is logged and counted, and yields no records.
+        need it under. Echoes are dropped before evaluation, and second deliveries of a
+        gateway message before anything of their evaluation takes effect. A broken envelope
+        or a failing rule is logged and counted, and yields no records.
 
         Raises:
             StateNotWritten: the state could not be written; evaluate the event again.
@@ -134,14 +135,22 @@ class EventProcessor:
             if is_own_echo(envelope.get("data")):
                 counters.echoes += 1
                 return NO_ACTIONS
+            # The engine only reads the state; its writes come back as changes. So an event
+            # is evaluated first, and the delivery memory is asked only when it would do
+            # something: most events do nothing, and for them a second delivery makes no
+            # difference. That table read on every event cost 12-19 % of the stage's CPU
+            # with 50 rules (bench/README.md).
+            evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
+            routes = self.engine.route(bundle, envelope)
+            if not (evaluation.actions or evaluation.changes or routes):
+                counters.evaluated += 1
+                return NO_ACTIONS
             key = dedupe_key(envelope) if self.dedupe_ttl_s > 0 else None
             if key is not None and seen_before(
                 seen, key, envelope["id"], now_s=now.timestamp(), ttl_s=self.dedupe_ttl_s
             ):
                 counters.duplicates += 1
                 return NO_ACTIONS
-            evaluation = self.engine.evaluate(bundle, EngineState(state), envelope, now)
-            routes = self.engine.route(bundle, envelope)
         except Exception:
             counters.errors += 1
             log.exception(
@@ -152,7 +161,7 @@ class EventProcessor:
             if evaluation.changes:
                 apply_changes(state, evaluation.changes, partition)
                 self._track_timers(partition, evaluation.changes)
-            if key is not None and (evaluation.actions or evaluation.changes or routes):
+            if key is not None:
                 # Only a message that did something is remembered: evaluating one that did
                 # nothing again does nothing again, and each remembered id costs a changelog
                 # write, which measured as the largest per-event cost of the stage.

@@ -211,7 +211,7 @@ class ProcessCollector(Collector):
                 c.echoes,
             ),
             "zapflow_rules_events_skipped_duplicate": (
-                "Gateway messages delivered again, evaluated once.",
+                "Second deliveries of a gateway message that would have acted again, dropped.",
                 c.duplicates,
             ),
             "zapflow_rules_event_errors": ("Envelopes that could not be evaluated.", c.errors),

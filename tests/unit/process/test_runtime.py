@@ -93,6 +93,40 @@ def test_same_gateway_message_in_a_second_envelope_is_evaluated_once(tmp_path: P
     assert len(processor.process(contact_text("01JC", key_id="OTHER"), 0, state, seen, NOW)) == 1
 
 
+class UnreadableMemory(dict[str, Any]):
+    """A delivery memory that fails any read: for events that must not consult it."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise AssertionError(f"delivery memory read for {key}")
+
+
+def test_an_event_that_would_do_nothing_is_not_looked_up_in_the_delivery_memory(
+    tmp_path: Path,
+) -> None:
+    processor = processor_for(tmp_path, REPLY)
+    state: dict[str, Any] = {}
+    assert len(processor.process(contact_text("01JA"), 0, state, {}, NOW)) == 1
+    # Throttled: nothing to do, so it makes no difference whether it came before.
+    later = NOW + timedelta(seconds=5)
+    assert processor.process(contact_text("01JB"), 0, state, UnreadableMemory(), later) == ()
+    assert processor.counters.errors == 0
+    assert processor.counters.evaluated == 2
+    assert processor.counters.duplicates == 0
+    assert state == {"auto-reply|shop-bot": [0, NOW.timestamp()]}
+
+
+def test_a_second_delivery_changes_no_state(tmp_path: Path) -> None:
+    processor = processor_for(tmp_path, {"id": "pending", "on": "messages.upsert", "for_s": 60})
+    state: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    processor.process(contact_text("01JA"), 0, state, seen, NOW)
+    later = NOW + timedelta(seconds=5)
+    assert processor.process(contact_text("01JB"), 0, state, seen, later) == ()
+    assert processor.counters.duplicates == 1
+    assert state == {"pending|shop-bot": [0, {"due": NOW.timestamp() + 60, "event": "01JA"}]}
+    assert seen["shop-bot|messages.upsert|3A6B1C2D3E4F5A6B7C8D"][2] == "01JA"
+
+
 def test_kafka_redelivery_of_the_same_envelope_is_evaluated_again(tmp_path: Path) -> None:
     processor = processor_for(tmp_path, {"id": "every", "on": "messages.upsert"})
     seen: dict[str, Any] = {}
