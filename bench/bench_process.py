@@ -5,8 +5,9 @@ The topic is filled once (~1 KB envelopes, 8 partitions) and each run reads it f
 start under a consumer group of its own. Progress is the group's committed offsets (Faust
 commits every 2.8 s by default), sampled every 0.5 s; the rate is the slope between the
 first sample with progress and the last one (start-up and rebalance excluded). Baselines in
-the same run: a plain aiokafka consumer loop over the same topic, and the pure engine alone
-(no Kafka, no Faust) on the same envelopes.
+the same run: a plain aiokafka consumer loop over the same topic, the stage itself with its
+evaluation switched off (``bench/process_floor.py``: Faust's stream, acks and commits), and
+the pure engine alone (no Kafka, no Faust) on the same envelopes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from bench.parts import (
 from bench.workload import envelopes, prefill, write_rules
 
 TARGET_WORKER = 5_000
+FLOOR_LABEL = "baseline: zapflow process, evaluation switched off (bench/process_floor.py)"
 TARGET_PURE = 20_000
 RULE_COUNTS = (5, 50, 200)
 
@@ -72,6 +74,7 @@ async def measure_worker(
     max_window: float,
     faust: dict[str, Any] | None = None,
     label: str = "zapflow process (1 worker, rocksdb tables)",
+    floor: bool = False,
 ) -> Row:
     workdir = ws.dir(f"process-{rules}-{uuid.uuid4().hex[:4]}")
     topic = f"{prefix}messages.upsert"
@@ -83,7 +86,7 @@ async def measure_worker(
         actions_before = await offsets.end_total([actions])
         if PRECREATE:
             await precreate_process_topics(ws.bootstrap, app_id)
-        child = await start_process(workdir, config, rules_dir)
+        child = await start_process(workdir, config, rules_dir, floor=floor)
         try:
             samples: list[tuple[int, Usage]] = []
             spy: asyncio.Future[Path | None] | None = None
@@ -99,7 +102,8 @@ async def measure_worker(
                 samples.append((done, child.usage()))
                 if done > 0 and progress_at is None:
                     progress_at = time.monotonic()
-                    spy = asyncio.ensure_future(profile(child, 6.0, f"process-{rules}-rules"))
+                    name = f"process-{'floor' if floor else rules}-rules"
+                    spy = asyncio.ensure_future(profile(child, 6.0, name))
                 if done >= total:
                     break
                 distinct = len({n for n, _ in samples if n > 0})
@@ -242,6 +246,14 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
     report.note(f"Pre-filled {total:,} envelopes in {time.monotonic() - started:.1f} s.")
 
     rows: list[Row] = [await consumer_baseline(ws, topic, total)]
+    try:
+        floor = await measure_worker(
+            ws, prefix, 5, total, max_window, label=FLOOR_LABEL, floor=True
+        )
+        rows.append(replace(floor, rules=None, actions=None))
+    except BenchError as exc:
+        rows.append(Row(FLOOR_LABEL, None, 0, float("nan"), float("nan"), 0.0, None, "failed"))
+        report.note(f"**The stage's floor failed:**\n\n```\n{exc}\n```")
     for rules in RULE_COUNTS:
         rules_dir = write_rules(ws.dir(f"pure-{rules}") / "rules", rules)
         count = 20_000 if rules <= 5 else 5_000 if rules <= 50 else 2_000
@@ -313,11 +325,15 @@ async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
         "benchmark)\n\n" + mix_table
     )
     for r in rows:
-        profile_note(report, f"zapflow process, {r.rules} rules", r.profile)
+        what = r.label if r.label == FLOOR_LABEL else f"zapflow process, {r.rules} rules"
+        profile_note(report, what, r.profile)
     report.note(
         "Rules: the first is a throttled auto-reply for direct chats (state per instance and "
         "chat), the others keyword rules (`msg.text is search('(?i)\\bpedido\\s*#?N\\b')`), "
         "each with a `whatsapp.send_text` action (see `bench/workload.py`). Events come from "
         "500 chats of 5 instances; 2 % mention an order number. The pure engine row runs in "
-        "the benchmark process on one core (CPU time, not wall time)."
+        "the benchmark process on one core (CPU time, not wall time). The stage's floor is "
+        "the same command with 5 rules loaded and its evaluation switched off "
+        "(`EventProcessor.process` only counts the event): what Faust's stream, the acks and "
+        "the commits cost per event in the stage."
     )

@@ -216,15 +216,19 @@ async def precreate_process_topics(bootstrap: str, app_id: str) -> None:
     await create_topics(bootstrap, [f"{app_id}-ticks"], 8)
 
 
-async def start_process(workdir: Path, config: Path, rules: Path) -> Child:
+async def start_process(workdir: Path, config: Path, rules: Path, floor: bool = False) -> Child:
+    """``zapflow process`` on ``rules``; with ``floor``, with evaluation switched off
+    (``bench/process_floor.py``)."""
+    args = ("process", "--config", str(config), "--rules", str(rules), "--log-level", "warning")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": ""}
+    if floor:
+        env["PYTHONPATH"] = str(REPO_ROOT)
     return await Child.start(
         "process",
-        zapflow_argv(
-            "process", "--config", str(config), "--rules", str(rules), "--log-level", "warning"
-        ),
+        python_argv("-m", "bench.process_floor", *args) if floor else zapflow_argv(*args),
         workdir / "process.log",
         cwd=workdir,
-        env={"KAFKA_BOOTSTRAP_SERVERS": ""},
+        env=env,
     )
 
 
