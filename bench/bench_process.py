@@ -127,10 +127,7 @@ async def measure_worker(
             await child.stop()
     errors, first_error = child.log_problems()
     problems = f"; {errors:,} errors logged, first: {first_error}" if errors else ""
-    moving = [(n, u) for n, u in samples if n > 0]
-    # The last sample may lie after the end of the topic; the slope stops where it arrived.
-    first = moving[0]
-    last = next(s for s in moving if s[0] == moving[-1][0])
+    first, last = busy_window(samples, total)
     if last is first:
         raise BenchError(f"only one progress sample for {rules} rules; the run was too short")
     events = last[0] - first[0]
@@ -148,6 +145,30 @@ async def measure_worker(
         f"{problems}",
         profiled,
     )
+
+
+def busy_window(
+    samples: list[tuple[int, Usage]], total: int
+) -> tuple[tuple[int, Usage], tuple[int, Usage]]:
+    """The first and last samples of committed offsets to take the slope between.
+
+    The group's committed count moves in steps, one per commit (every 2.8 s), so the slope
+    runs from the first sample showing a commit to the first sample showing a later one.
+    The commit that reaches the end of the topic is not a good end: it comes up to a commit
+    interval after the worker has read the last event, and that idle time would count as
+    the worker's. A 5-second run of the stage with its evaluation switched off measured
+    7,749 events/s that way, while its agent had handled the 60,000 events in 4.9 s. So
+    when the last count is the whole topic, the window ends at the commit before it, if
+    there was one after the first.
+    """
+    moving = [(n, u) for n, u in samples if n > 0]
+    counts = sorted({n for n, _ in moving})
+    end = counts[-1]
+    if end >= total and len(counts) > 2:
+        end = counts[-2]
+    first = moving[0]
+    last = next(s for s in moving if s[0] == end)
+    return first, last
 
 
 async def consumer_baseline(ws: Workspace, topic: str, total: int) -> Row:
@@ -236,7 +257,8 @@ async def shipped_mix(ws: Workspace, events: int, rounds: int) -> tuple[str, flo
 
 
 async def run(ws: Workspace, report: Report, quick: bool = False) -> None:
-    total = 30_000 if quick else 60_000
+    # Enough that the window of each worker run ends before the topic does (see busy_window).
+    total = 60_000 if quick else 120_000
     max_window = 10.0 if quick else 20.0
     prefix = unique_prefix("rules")
     topic = f"{prefix}messages.upsert"
