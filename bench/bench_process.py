@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -46,6 +47,9 @@ from bench.parts import (
     unique_prefix,
 )
 from bench.workload import envelopes, prefill, write_rules
+
+#: What a sample carries besides the committed count (CPU and time).
+_S = TypeVar("_S")
 
 TARGET_WORKER = 5_000
 FLOOR_LABEL = "baseline: zapflow process, evaluation switched off (bench/process_floor.py)"
@@ -148,8 +152,8 @@ async def measure_worker(
 
 
 def busy_window(
-    samples: list[tuple[int, Usage]], total: int
-) -> tuple[tuple[int, Usage], tuple[int, Usage]]:
+    samples: Sequence[tuple[int, _S]], total: int
+) -> tuple[tuple[int, _S], tuple[int, _S]]:
     """The first and last samples of committed offsets to take the slope between.
 
     The group's committed count moves in steps, one per commit (every 2.8 s), so the slope

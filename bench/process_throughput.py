@@ -32,6 +32,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_process import busy_window  # noqa: E402
+from bench.harness import OffsetReader  # noqa: E402
 from worker.events import event_topic  # noqa: E402
 from worker.topics import ensure_topics  # noqa: E402
 
@@ -215,16 +217,6 @@ async def prefill(
         await producer.stop()
 
 
-async def committed(bootstrap: str, group: str, topics: list[str]) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic in topics)
-
-
 async def count_actions(bootstrap: str, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -332,24 +324,25 @@ async def measure(
         cwd=ROOT,
     )
     try:
-        first: tuple[float, int, float] | None = None
-        last = (0.0, 0, 0.0)
+        samples: list[tuple[int, tuple[float, float]]] = []
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             if proc.poll() is not None:
                 raise SystemExit(f"worker exited: {(work / 'worker.log').read_text()[-2000:]}")
-            done = await committed(bootstrap, app_id, topics)
-            now = time.monotonic()
-            if done > 0 and first is None:
-                first = (now, done, cpu_seconds(proc.pid))
-            last = (now, done, cpu_seconds(proc.pid))
+            async with OffsetReader(bootstrap) as offsets:
+                # 0 until the group and its coordinator exist (a fresh broker).
+                done = await offsets.committed_total(app_id, topics)
+            samples.append((done, (time.monotonic(), cpu_seconds(proc.pid))))
             if done >= events_n:
                 break
-        assert first is not None, "the worker committed nothing"
-        span = last[0] - first[0]
-        processed = last[1] - first[1]
-        cpu = last[2] - first[2]
+        assert any(done > 0 for done, _ in samples), "the worker committed nothing"
+        # Not up to the commit that reaches the end of the topic: it may come a commit
+        # interval after the last event (see busy_window).
+        first, last = busy_window(samples, events_n)
+        span = last[1][0] - first[1][0]
+        processed = last[0] - first[0]
+        cpu = last[1][1] - first[1][1]
         actions = await count_actions(bootstrap, f"{prefix}actions")
         print(
             f"rules: {rule_set}, partitions: {partitions}, chats: {chats}, "
