@@ -38,6 +38,8 @@ from bench.harness import (
     python_argv,
 )
 from bench.parts import SimProcess, ingest_config, start_ingest, unique_prefix
+from worker.ingest.config import IngestConfig
+from worker.ingest.envelope import FrameSource, Subscriber, frame_to_record
 from worker.simulator.payloads import PayloadFactory
 
 TARGET = 20_000
@@ -227,23 +229,32 @@ CODEC_BATCH = 64 * 1024
 
 
 def varied_envelopes(count: int) -> list[bytes]:
-    """``count`` messages.upsert envelopes as ingest writes them, from the simulator's
-    payload generator: five instances, varied contacts, texts and message kinds (the load
-    of the throughput rows repeats one template, which compresses far better)."""
+    """``count`` messages.upsert envelopes, made by ingest's own ``frame_to_record`` from
+    the simulator's payload generator: five instances, varied contacts, texts and message
+    kinds (the load of the throughput rows repeats one template, which compresses far
+    better)."""
     factories = [PayloadFactory(f"shop-{i}", i + 1, seed=7) for i in range(5)]
+    subscribers = [
+        Subscriber(f.instance_name, "messages.upsert", "127.0.0.1:8084", "codechat.")
+        for f in factories
+    ]
     now = 1_795_639_205.0
     out = []
     for n in range(count):
         factory = factories[n % len(factories)]
-        envelope = {
-            "id": f"01JV6Z8K3QW5T7Y9B2N{n:07d}",
-            "instance": factory.instance_name,
-            "event": "messages.upsert",
-            "received_at": "2026-11-25T20:41:07.123Z",
-            "source": {"gateway": "127.0.0.1:8084", "connection": "c-1", "seq": n},
-            "data": factory.generate("messages.upsert", now + n * 0.05),
-        }
-        out.append(orjson.dumps(envelope))
+        frame = orjson.dumps(factory.generate("messages.upsert", now + n * 0.05)).decode()
+        subscriber = subscribers[n % len(subscribers)]
+        record = frame_to_record(
+            subscriber,
+            frame,
+            source=FrameSource("c-1", n),
+            envelope_id=f"01JV6Z8K3QW5T7Y9B2N{n:07d}",
+            received_at_ms=int((now + n * 0.05) * 1000),
+            max_frame_bytes=IngestConfig.max_frame_bytes,
+        )
+        if record.topic != subscriber.event_topic:
+            raise BenchError(f"ingest refused a simulator payload: {record.value[:300]!r}")
+        out.append(record.value)
     return out
 
 
