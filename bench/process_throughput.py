@@ -26,8 +26,7 @@ from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -217,23 +216,6 @@ async def prefill(
         await producer.stop()
 
 
-async def count_actions(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -326,16 +308,18 @@ async def measure(
     try:
         samples: list[tuple[int, tuple[float, float]]] = []
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            if proc.poll() is not None:
-                raise SystemExit(f"worker exited: {(work / 'worker.log').read_text()[-2000:]}")
-            async with OffsetReader(bootstrap) as offsets:
+        async with OffsetReader(bootstrap) as offsets:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                if proc.poll() is not None:
+                    log = (work / "worker.log").read_text()[-2000:]
+                    raise SystemExit(f"worker exited: {log}")
                 # 0 until the group and its coordinator exist (a fresh broker).
                 done = await offsets.committed_total(app_id, topics)
-            samples.append((done, (time.monotonic(), cpu_seconds(proc.pid))))
-            if done >= events_n:
-                break
+                samples.append((done, (time.monotonic(), cpu_seconds(proc.pid))))
+                if done >= events_n:
+                    break
+            actions = await offsets.end_total([f"{prefix}actions"])
         assert any(done > 0 for done, _ in samples), "the worker committed nothing"
         # Not up to the commit that reaches the end of the topic: it may come a commit
         # interval after the last event (see busy_window).
@@ -343,7 +327,6 @@ async def measure(
         span = last[1][0] - first[1][0]
         processed = last[0] - first[0]
         cpu = last[1][1] - first[1][1]
-        actions = await count_actions(bootstrap, f"{prefix}actions")
         print(
             f"rules: {rule_set}, partitions: {partitions}, chats: {chats}, "
             f"duplicate detection: {dedupe}, actions produced: {actions} "
