@@ -6,7 +6,9 @@
 - ``receive``: the raw ``websockets`` client receive rate from one simulator subscription.
 
 Each prints one JSON line: ``{"events", "seconds", "cpu_seconds"}`` (its own CPU time, from
-``time.process_time()``, every thread included).
+``time.process_time()``, every thread included). Each runs on the event loop zapflow's
+commands run on (:mod:`worker.eventloop`: uvloop unless ``ZAPFLOW_EVENT_LOOP`` says
+otherwise), so that a stage and its baseline differ in their own work, not in their loop.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from worker.eventloop import use_event_loop
 
 
 def sample_envelope(size: int, n: int) -> dict[str, Any]:
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "receive":
         args.token = Path(args.token).read_text().strip()
     mode = {"produce": produce, "consume": consume, "receive": receive}[args.mode]
+    use_event_loop()
     result = asyncio.run(mode(args))
     sys.stdout.write(json.dumps(result) + "\n")
 

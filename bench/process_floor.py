@@ -8,7 +8,9 @@ stage, so the gap between the two is evaluation, the tables and producing record
 
     python -m bench.process_floor process --config ... --rules ...
 
-Takes the arguments of ``zapflow`` itself. Benchmarks only.
+Takes the arguments of ``zapflow`` itself, and runs on the event loop the ``zapflow``
+command would (:mod:`worker.eventloop`), so that the floor and the stage differ only in the
+evaluation. Benchmarks only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.cli import main as zapflow_main
+from worker.eventloop import use_event_loop
 from worker.process.engine import ActionRecordLike
 from worker.process.forward import Forward
 from worker.process.runtime import NO_ACTIONS, EventProcessor
@@ -38,6 +41,7 @@ def count_only(
 
 def main(argv: Sequence[str] | None = None) -> int:
     EventProcessor.process = count_only  # type: ignore[method-assign]
+    use_event_loop()
     return zapflow_main(argv)
 
 
