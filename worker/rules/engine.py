@@ -26,6 +26,7 @@ from worker.rules.expressions import (
 )
 from worker.rules.model import ActionSpec, Rule, RuleBundle
 from worker.rules.normalise import UnknownEvent, normalise
+from worker.rules.prefilter import NONE_FAILING
 from worker.rules.records import (
     ActionRecord,
     Evaluation,
@@ -146,9 +147,15 @@ def evaluate(
     run = _Run(bundle, state, result, now)
     guard = _message_guard(view)
     append = result._trace.append  # the compact form, see Evaluation.trace
-    for rule in rules:
+    # Keyword rules whose pattern is not in the text: their first check, without its call.
+    index = bundle.search_indexes.get(view["event"])
+    failing = index.failing(view) if index is not None else NONE_FAILING
+    for position, rule in enumerate(rules):
         if guard is not None and (guard is not _FROM_ME or not rule.allow_from_me):
             append((rule.id, guard))
+            continue
+        if position in failing:
+            append((rule.id, index.checks[position], view))  # type: ignore[union-attr]
             continue
         try:
             when = rule.when

@@ -152,6 +152,28 @@ class _SearchSet:
         self._last = (text, compiled, hits)
         return index in hits
 
+    def hits(self, text: str) -> frozenset[int] | None:
+        """The indices of every pattern that occurs in ``text``; None when the set cannot
+        tell (the same cases as :meth:`occurs`).
+
+        For :mod:`worker.rules.prefilter`, which asks once for a whole bundle; the answer is
+        kept for the rules' own ``occurs`` of the same text object.
+        """
+        compiled = self._compiled
+        if compiled is None or compiled[1] != len(self._patterns):
+            compiled = self._rebuild()
+            if compiled is None:
+                return None
+        last = self._last
+        if last is not None and last[0] is text and last[1] is compiled:
+            return last[2]
+        data = text.encode()
+        if len(data) > SEARCH_SET_MAX_TEXT:
+            return None
+        found = frozenset(compiled[0].Match(data) or ())
+        self._last = (text, compiled, found)
+        return found
+
     def _rebuild(self) -> tuple[Any, int] | None:
         with self._lock:
             if self._broken:
@@ -175,6 +197,8 @@ class _SearchSet:
 
 
 _SEARCHES = _SearchSet()
+#: Which patterns of the shared set occur in a text (see :meth:`_SearchSet.hits`).
+search_hits: Final = _SEARCHES.hits
 
 
 class Regex:
@@ -227,6 +251,9 @@ class Regex:
             found = occurs(slot, text)
             return matches(text, anchor) if found is None else found
 
+        # Read by worker.rules.prefilter: for a text (str) this test is False exactly when
+        # the pattern at this index of the shared set does not occur in it.
+        search.search_slot = slot  # type: ignore[attr-defined]
         return search
 
     def matches(self, text: str, anchor: int) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from worker.rules.expressions import Condition, condition_helpers
 from worker.rules.intervals import TimeInterval
+
+if TYPE_CHECKING:
+    from worker.rules.prefilter import KeywordSearch, SearchIndex
 
 Severity = Literal["error", "warning"]
 
@@ -275,6 +278,13 @@ class Rule:
     file: str = ""
     line: int = 0
 
+    @functools.cached_property
+    def keyword_search(self) -> KeywordSearch | None:
+        """How :mod:`worker.rules.prefilter` indexes this rule (None: it does not)."""
+        from worker.rules.prefilter import keyword_search
+
+        return keyword_search(self)
+
 
 @dataclass(frozen=True)
 class RuleBundle:
@@ -293,6 +303,14 @@ class RuleBundle:
     def events(self) -> frozenset[str]:
         """Event names some non-disabled rule listens to."""
         return frozenset(e for e, rules in self.by_event.items() if rules)
+
+    @functools.cached_property
+    def search_indexes(self) -> Mapping[str, SearchIndex]:
+        """Per event, the index of its keyword rules (:mod:`worker.rules.prefilter`)."""
+        from worker.rules.prefilter import search_index
+
+        indexes = {event: search_index(rules) for event, rules in self.by_event.items()}
+        return {event: index for event, index in indexes.items() if index is not None}
 
     def state_key_space(self, event: str) -> str:
         """What rules on ``event`` key their state by by default: chat, group or instance.

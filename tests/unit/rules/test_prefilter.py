@@ -1,0 +1,193 @@
+"""The keyword-rule index: the rules it names fail, and evaluation says the same with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.unit.rules.rules_helpers import T0, dm, envelope
+from worker.rules import RuleBundle, evaluate
+from worker.rules.expressions import SEARCH_SET_MAX_TEXT
+from worker.rules.model import AllOf, CondNode, Fused
+from worker.rules.prefilter import NONE_FAILING
+
+Make = Callable[[str], RuleBundle]
+
+#: Rules of every shape the index looks at, in one bundle. Which are indexed is in
+#: INDEXED; the others are there so that evaluation order and traces interleave.
+MIXED = """
+rules:
+  - id: bare
+    on: messages.upsert
+    when: msg.text is search('(?i)pedido')
+    actions: [{log: {message: bare}}]
+  - id: after-reads
+    on: messages.upsert
+    when: not msg.from_me and not msg.is_group and msg.text is search('(?i)prazo|entrega')
+    actions: [{log: {message: after-reads}}]
+  - id: reads-after
+    on: messages.upsert
+    when: msg.text is search('pix') and msg.is_group
+    actions: [{log: {message: reads-after}}]
+  - id: either
+    on: messages.upsert
+    when: msg.text is search('pedido') or msg.kind == "image"
+    actions: [{log: {message: either}}]
+  - id: second-check
+    on: messages.upsert
+    when:
+      all:
+        - msg.kind == "text"
+        - "msg.text is search('pedido')"
+    actions: [{log: {message: second-check}}]
+  - id: anchored
+    on: messages.upsert
+    when: msg.text is match('pedido')
+    actions: [{log: {message: anchored}}]
+  - id: filtered
+    on: messages.upsert
+    when: msg.text | lower is search('pedido')
+    actions: [{log: {message: filtered}}]
+  - id: compared-first
+    on: messages.upsert
+    when: msg.kind == "text" and msg.text is search('pedido')
+    actions: [{log: {message: compared-first}}]
+  - id: mine-too
+    on: messages.upsert
+    from_me: allow
+    when: msg.text is search('(?i)pedido')
+    actions: [{log: {message: mine-too}}]
+  - id: held
+    on: messages.upsert
+    when: msg.text is search('pedido')
+    for: 5m
+    actions: [{log: {message: held}}]
+  - id: no-condition
+    on: messages.upsert
+    actions: [{log: {message: no-condition}}]
+"""
+
+#: The rules of MIXED the index covers, by position.
+INDEXED = {0: "bare", 1: "after-reads", 2: "reads-after", 8: "mine-too"}
+
+
+def _texts() -> list[str]:
+    return [
+        "oi",
+        "",
+        "Qual o PRAZO de entrega?",
+        "pedido 42 e pix",
+        "PEDIDO 7",
+        "pix",
+        "pedido" + " " * (SEARCH_SET_MAX_TEXT + 1),  # too long for the set: no index
+    ]
+
+
+def _views() -> list[dict[str, Any]]:
+    out = []
+    for text in _texts():
+        out.append(envelope("messages.upsert", dm(text)))
+        out.append(envelope("messages.upsert", dm(text, keyFromMe=True)))
+        out.append(
+            envelope(
+                "messages.upsert",
+                dm(text, chat="120363000000000001@g.us", isGroup=True, keyParticipant="5511@s"),
+            )
+        )
+        out.append(
+            envelope(
+                "messages.upsert", dm(text, messageType="imageMessage", content={"caption": text})
+            )
+        )
+    return out
+
+
+def _outcome(evaluation: Any) -> list[tuple[Any, ...]]:
+    return [(t.rule_id, t.outcome, t.reason, t.condition, t.values) for t in evaluation.trace] + [
+        ("action", a.rule_id) for a in evaluation.actions
+    ]
+
+
+def test_the_index_covers_only_rules_whose_first_check_a_search_decides(make_bundle: Make) -> None:
+    bundle = make_bundle(MIXED)
+    index = bundle.search_indexes["messages.upsert"]
+    assert set(index.checks) == set(INDEXED)
+    rules = bundle.by_event["messages.upsert"]
+    for position in INDEXED:
+        when = rules[position].when
+        assert isinstance(when, Fused)
+        # The check the index stands in for is the one the condition returns first.
+        assert index.checks[position] is _first_check(when)
+
+
+def _first_check(when: Fused) -> CondNode:
+    node = when.tree
+    while isinstance(node, AllOf):
+        node = node.items[0]
+    return node
+
+
+def test_failing_names_the_rules_whose_pattern_is_not_in_the_text(make_bundle: Make) -> None:
+    bundle = make_bundle(MIXED)
+    index = bundle.search_indexes["messages.upsert"]
+
+    def failing(text: str) -> set[str]:
+        view = evaluate(bundle, {}, envelope("messages.upsert", dm(text)), T0).view
+        return {INDEXED[p] for p in index.failing(view)}
+
+    assert failing("oi") == set(INDEXED.values())
+    assert failing("Qual o prazo?") == {"bare", "reads-after", "mine-too"}
+    assert failing("PEDIDO e pix") == {"after-reads"}
+
+
+def test_failing_names_nothing_it_cannot_vouch_for(make_bundle: Make) -> None:
+    bundle = make_bundle(MIXED)
+    index = bundle.search_indexes["messages.upsert"]
+    view = evaluate(bundle, {}, envelope("messages.upsert", dm("oi")), T0).view
+    assert index.failing(view)  # the reference: every indexed rule fails on "oi"
+    # A field read before the search is missing: the rules' own tests must say.
+    no_flag = {**view, "msg": {k: v for k, v in view["msg"].items() if k != "from_me"}}
+    assert index.failing(no_flag) is NONE_FAILING
+    # The searched value is not text.
+    assert not index.failing({**view, "msg": {**view["msg"], "text": None}})
+    # A text too long for the shared set.
+    long = {**view, "msg": {**view["msg"], "text": "x" * (SEARCH_SET_MAX_TEXT + 1)}}
+    assert not index.failing(long)
+
+
+def test_evaluation_with_the_index_is_evaluation_without_it(make_bundle: Make) -> None:
+    indexed = make_bundle(MIXED)
+    plain = make_bundle(MIXED)
+    plain.__dict__["search_indexes"] = {}  # the same rules, every one tested on its own
+    compared = 0
+    for env in _views():
+        got = evaluate(indexed, {}, env, T0)
+        expected = evaluate(plain, {}, env, T0)
+        assert _outcome(got) == _outcome(expected), env["data"]
+        compared += 1
+    assert compared == len(_texts()) * 4
+
+
+def test_a_rule_the_index_names_is_not_tested(make_bundle: Make) -> None:
+    bundle = make_bundle(MIXED)
+    rules = bundle.by_event["messages.upsert"]
+    calls: list[str] = []
+    for position, rule_id in INDEXED.items():
+        when = rules[position].when
+        assert isinstance(when, Fused)
+        test = when.test
+
+        def counted(view: Any, test: Any = test, rule_id: str = rule_id) -> Any:
+            calls.append(rule_id)
+            return test(view)
+
+        when.test = counted  # type: ignore[method-assign]
+    evaluation = evaluate(bundle, {}, envelope("messages.upsert", dm("Qual o prazo?")), T0)
+    # Only the rule whose pattern occurs is tested; it matches.
+    assert calls == ["after-reads"]
+    assert "after-reads" in {a.rule_id for a in evaluation.actions}
+    # The others' traces still name their condition and what it saw.
+    bare = next(t for t in evaluation.trace if t.rule_id == "bare")
+    assert (bare.outcome, bare.reason) == ("not_matched", "condition")
+    assert bare.condition == "msg.text is search('(?i)pedido')"
+    assert bare.values == {"msg.text": "Qual o prazo?"}
