@@ -53,6 +53,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_NO_PLAN: tuple[tuple[Rule, ...], None] = ((), None)
 _OWN_SEND = "not msg.is_own_send (an echo of a zapflow send)"
 _FROM_ME = "not msg.from_me (set from_me: allow to opt in)"
 _BROADCAST = 'msg.chat != "status@broadcast"'
@@ -141,21 +142,23 @@ def evaluate(
     """
     view = normalise(envelope)
     result = Evaluation(view=view)
-    rules = bundle.by_event.get(view["event"], ())
+    rules, index = bundle.plans.get(view["event"], _NO_PLAN)
     if not rules:
         return result
     run = _Run(bundle, state, result, now)
     guard = _message_guard(view)
     append = result._trace.append  # the compact form, see Evaluation.trace
-    # Keyword rules whose pattern is not in the text: their first check, without its call.
-    index = bundle.search_indexes.get(view["event"])
-    failing = index.failing(view) if index is not None else NONE_FAILING
-    for position, rule in enumerate(rules):
+    # Keyword rules whose pattern is not in the text fail without a call of their condition
+    # (worker.rules.prefilter); the check that failed is known, or found if the trace is read.
+    # Not for a guarded message: most rules do not get to their condition at all.
+    failing = index.failing(view) if index is not None and guard is None else NONE_FAILING
+    for rule in rules:
         if guard is not None and (guard is not _FROM_ME or not rule.allow_from_me):
             append((rule.id, guard))
             continue
-        if position in failing:
-            append((rule.id, index.checks[position], view))  # type: ignore[union-attr]
+        if rule.id in failing:
+            check = index.checks[rule.id]  # type: ignore[union-attr]
+            append((rule.id, check, view) if check is not None else (rule.id, rule.when, view, 0))
             continue
         try:
             when = rule.when

@@ -5,16 +5,22 @@ bundle, and most messages match none of them. The shared RE2 set of
 :mod:`worker.rules.expressions` answers every pattern's search of a text in one pass, but
 each rule still paid for its own visit: a call of its compiled condition, the search test
 and the set lookup, about a microsecond a rule. :class:`SearchIndex` asks the set once,
-before the rules are visited, and names the rules whose first check fails; the engine gives
+before the rules are visited, and names the rules whose condition fails; the engine gives
 each of them the trace entry its condition would have returned, without running it.
 
-A rule is indexed when its compiled condition (:class:`~worker.rules.model.Fused`) starts
-with a check that is one condition whose expression is an ``and`` of terms, one of them a
-search of a field with its pattern in the set (``K(C['msg']['text'])``), and every term
-before that one a field read, ``C[..][..]`` or ``not C[..][..]``. Such terms cannot raise
-once their fields are in the view. So when the searched field holds text in which the
-pattern does not occur, the check is false whatever the terms before it give, and
-``Fused.test`` returns that check: the same result, found without the call.
+A rule is indexed when its compiled condition (:class:`~worker.rules.model.Fused`) is a
+list of checks (``all:``, or one condition) that are each an ``and`` of terms, and the
+first term that is not a *plain term* is a search of a field with its pattern in the set
+(``K(C['msg']['text'])``). Plain terms are field reads that cannot raise once their fields
+are in the view: ``C[..][..]``, ``not C[..][..]``, and ``C[..][..] ==`` or ``!=`` a
+constant. For each event the index evaluates the plain terms of its rules (each distinct
+``and`` of them once) and, only if some rule's terms hold, asks the set. A rule whose
+plain terms do not hold, or whose pattern does not occur in the text, fails; its condition
+would not have raised on the way.
+
+Which check ``Fused.test`` returns then is the first that fails. When the search is in the
+first check, that is the first check. Otherwise the engine leaves a trace entry that runs
+the test when the trace is read (explanations), which most evaluations never are.
 
 Anything the index cannot vouch for leaves every rule to its own test: a field missing
 from the view, a searched value that is not text, a set that cannot answer (a text over
@@ -24,7 +30,8 @@ its size limit, an automaton out of memory).
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,105 +42,120 @@ from worker.rules.model import AllOf, CondNode, Fused, Leaf, Rule
 FieldPath = tuple[str, ...]
 
 #: No rule is known to fail.
-NONE_FAILING: Final[frozenset[int]] = frozenset()
+NONE_FAILING: Final[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True)
 class _Searched:
-    """One indexed rule: its position, the pattern's index in the set, the field searched,
-    the fields read before the search, and the check its condition returns when it fails."""
+    """One indexed rule: its id and its :data:`KeywordSearch`."""
 
-    position: int
+    rule_id: str
     slot: int
     field: FieldPath
-    reads: tuple[FieldPath, ...]
-    check: CondNode
+    prefix: str
+    check: CondNode | None
 
 
 class SearchIndex:
     """The indexed rules of one event's rule list (see the module documentation)."""
 
     def __init__(self, entries: Sequence[_Searched]) -> None:
-        by_field: dict[FieldPath, list[_Searched]] = {}
+        prefixes = list(dict.fromkeys(e.prefix for e in entries))
+        fields = list(dict.fromkeys(e.field for e in entries))
+        groups: dict[tuple[int, int], list[_Searched]] = {}
         for entry in entries:
-            by_field.setdefault(entry.field, []).append(entry)
-        #: Per searched field: every indexed position, and the positions per pattern index.
-        self._fields: tuple[tuple[FieldPath, frozenset[int], dict[int, frozenset[int]]], ...]
-        self._fields = tuple(
-            (field, frozenset(e.position for e in group), _positions_by_slot(group))
-            for field, group in by_field.items()
+            key = (prefixes.index(entry.prefix), fields.index(entry.field))
+            groups.setdefault(key, []).append(entry)
+        #: Per (plain terms, searched field): the indexes of both in what ``_probe``
+        #: returns, the ids of every indexed rule, and their ids per pattern index.
+        self._groups = tuple(
+            (prefix, field, frozenset(e.rule_id for e in group), _ids_by_slot(group))
+            for (prefix, field), group in groups.items()
         )
-        self._reads: tuple[FieldPath, ...] = tuple(
-            dict.fromkeys(path for e in entries for path in e.reads)
-        )
-        #: Position -> the check its condition returns when the index says it fails.
-        self.checks: dict[int, CondNode] = {e.position: e.check for e in entries}
+        self._probe = _probe(prefixes, fields)
+        #: Rule id -> the check its condition returns when the index says it fails (None:
+        #: the engine leaves it to be found when the trace is read).
+        self.checks: dict[str, CondNode | None] = {e.rule_id: e.check for e in entries}
 
-    def __len__(self) -> int:
-        return len(self.checks)
-
-    def failing(self, view: Mapping[str, Any]) -> frozenset[int]:
-        """Positions of the rules whose condition fails on ``view``, as far as the set tells."""
-        for path in self._reads:
-            if _read(view, path) is _ABSENT:
-                return NONE_FAILING
+    def failing(self, view: Mapping[str, Any]) -> frozenset[str]:
+        """Ids of the rules whose condition fails on ``view``, as far as the index can
+        tell: their plain terms do not hold, or their pattern is not in the text."""
+        probed = self._probe(view)
+        if probed is None:
+            return NONE_FAILING
+        holds, texts = probed
         failing = NONE_FAILING
-        for field, positions, by_slot in self._fields:
-            text = _read(view, field)
-            if text.__class__ is not str:
-                continue
-            hits = search_hits(text)
-            if hits is None:
-                continue
+        for prefix, field, positions, by_slot in self._groups:
             fails = positions
-            for slot in hits:
-                matched = by_slot.get(slot)
-                if matched is not None:
-                    fails = fails - matched
+            if holds[prefix]:
+                # The search decides: the set is asked only when some rule gets to it.
+                text = texts[field]
+                if text.__class__ is not str:
+                    continue
+                hits = search_hits(text)
+                if hits is None:
+                    continue
+                for slot in hits:
+                    matched = by_slot.get(slot)
+                    if matched is not None:
+                        fails = fails - matched
             failing = fails if not failing else failing | fails
         return failing
 
 
+def _probe(
+    prefixes: Sequence[str], fields: Sequence[FieldPath]
+) -> Callable[[Mapping[str, Any]], tuple[tuple[Any, ...], tuple[Any, ...]] | None]:
+    """One function that evaluates each ``and`` of plain terms in ``prefixes`` and reads
+    ``fields``; None where the compiled conditions could raise reading them."""
+    values = "".join(f"{_source(path)}, " for path in fields)
+    source = (
+        "def _probe(C):\n"
+        "    try:\n"
+        f"        return ({''.join(f'({p}), ' for p in prefixes)}), ({values})\n"
+        "    except (KeyError, TypeError, IndexError):\n"
+        "        return None\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # field names and constants as Python literals (repr) only
+    probe: Callable[[Mapping[str, Any]], tuple[tuple[Any, ...], tuple[Any, ...]] | None]
+    probe = namespace["_probe"]
+    return probe
+
+
+#: Fewer indexable rules than this on one event are left to their own tests. An index
+#: costs a few microseconds an event and saves 0.3-1 µs a rule: with the 11 indexable rules
+#: of the 30 on messages.upsert in bench/bench_rules.py's mix it changed nothing measurable
+#: (47.9 and 48.2 µs an event with it, 47.9 and 50.5 without), with 50 keyword rules it
+#: took 47 µs to 31. Building one compiles a function, which the one-event bundles of
+#: :func:`worker.rules.routing.evaluate_only` would pay on every call.
+MIN_INDEXED: Final = 16
+
+
 def search_index(rules: Sequence[Rule]) -> SearchIndex | None:
-    """The index of ``rules`` (one event's list, in evaluation order); None if no rule in it
-    can be indexed."""
+    """The index of ``rules`` (one event's list; their ids are unique); None if fewer than
+    :data:`MIN_INDEXED` of them can be indexed."""
     entries = []
-    for position, rule in enumerate(rules):
+    for rule in rules:
         search = rule.keyword_search
         if search is not None:
-            slot, field, reads, check = search
-            entries.append(_Searched(position, slot, field, reads, check))
-    return SearchIndex(entries) if entries else None
+            slot, field, prefix, check = search
+            entries.append(_Searched(rule.id, slot, field, prefix, check))
+    return SearchIndex(entries) if entries and len(entries) >= MIN_INDEXED else None
 
 
-#: What indexes a rule: its pattern's index in the set, the field searched, the fields
-#: read before the search, and the check its condition returns when the search fails.
-KeywordSearch = tuple[int, FieldPath, tuple[FieldPath, ...], CondNode]
+#: What indexes a rule: its pattern's index in the set, the field searched, the plain
+#: terms before the search (as one Python expression over ``C``, the view), and the check
+#: its condition returns when it fails (None: the first of its checks that fails, found
+#: when the trace is read).
+KeywordSearch = tuple[int, FieldPath, str, CondNode | None]
 
 
-def _positions_by_slot(group: Sequence[_Searched]) -> dict[int, frozenset[int]]:
-    slots: dict[int, set[int]] = {}
+def _ids_by_slot(group: Sequence[_Searched]) -> dict[int, frozenset[str]]:
+    slots: dict[int, set[str]] = {}
     for entry in group:
-        slots.setdefault(entry.slot, set()).add(entry.position)
-    return {slot: frozenset(positions) for slot, positions in slots.items()}
-
-
-class _Absent:
-    pass
-
-
-_ABSENT: Final = _Absent()
-
-
-def _read(view: Mapping[str, Any], path: FieldPath) -> Any:
-    """``view[p0][p1]...`` as the compiled code reads it, or ``_ABSENT`` where it would raise."""
-    value: Any = view
-    try:
-        for part in path:
-            value = value[part]
-    except (KeyError, TypeError, IndexError):
-        return _ABSENT
-    return value
+        slots.setdefault(entry.slot, set()).add(entry.rule_id)
+    return {slot: frozenset(ids) for slot, ids in slots.items()}
 
 
 def keyword_search(rule: Rule) -> KeywordSearch | None:
@@ -144,27 +166,25 @@ def keyword_search(rule: Rule) -> KeywordSearch | None:
     # tested alone (a ``for`` rule tracks its condition over time).
     if not isinstance(when, Fused) or rule.for_s is not None:
         return None
-    check = next(_checks(when.tree), None)
-    if not isinstance(check, Leaf):
-        return None
-    condition = check.condition
-    try:
-        tree = ast.parse(condition.body, mode="eval").body
-    except SyntaxError:
-        return None
-    reads: list[FieldPath] = []
-    for term in _conjuncts(tree):
-        search = _search_of(term, condition.namespace)
-        if search is not None:
-            slot, field = search
-            return slot, field, tuple(reads), check
-        read = (
-            term.operand if isinstance(term, ast.UnaryOp) and isinstance(term.op, ast.Not) else term
-        )
-        path = _field_of(read)
-        if path is None:
+    terms: list[str] = []
+    for position, check in enumerate(_checks(when.tree)):
+        if not isinstance(check, Leaf):
             return None
-        reads.append(path)
+        condition = check.condition
+        try:
+            tree = ast.parse(condition.body, mode="eval").body
+        except SyntaxError:
+            return None
+        for term in _conjuncts(tree):
+            search = _search_of(term, condition.namespace)
+            if search is not None:
+                slot, field = search
+                prefix = " and ".join(dict.fromkeys(terms)) or "True"
+                return slot, field, prefix, check if position == 0 else None
+            plain = _plain_term(term, condition.namespace)
+            if plain is None:
+                return None
+            terms.append(plain)
     return None
 
 
@@ -184,6 +204,44 @@ def _conjuncts(node: ast.expr) -> Iterator[ast.expr]:
             yield from _conjuncts(value)
     else:
         yield node
+
+
+def _plain_term(node: ast.expr, namespace: Mapping[str, object]) -> str | None:
+    """A plain term as Python source with its constants written out: ``C[..]``,
+    ``not C[..]``, ``C[..] == / != <constant>``; None for any other term."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        path = _field_of(node.operand)
+        return None if path is None else f"(not {_source(path)})"
+    if isinstance(node, ast.Compare):
+        if len(node.ops) != 1 or not isinstance(node.ops[0], ast.Eq | ast.NotEq):
+            return None
+        path = _field_of(node.left)
+        other = node.comparators[0]
+        # The compiler hoists constants into the condition's namespace.
+        if isinstance(other, ast.Name):
+            value = namespace.get(other.id, _NOT_PLAIN)
+        else:
+            value = other.value if isinstance(other, ast.Constant) else _NOT_PLAIN
+        if path is None or not _plain_constant(value):
+            return None
+        operator = "==" if isinstance(node.ops[0], ast.Eq) else "!="
+        return f"({_source(path)} {operator} {value!r})"
+    path = _field_of(node)
+    return None if path is None else _source(path)
+
+
+_NOT_PLAIN: Final = object()
+
+
+def _plain_constant(value: object) -> bool:
+    """A constant ``==`` cannot raise with, and whose ``repr`` is the Python literal."""
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _source(path: FieldPath) -> str:
+    return "C" + "".join(f"[{part!r}]" for part in path)
 
 
 def _field_of(node: ast.expr) -> FieldPath | None:

@@ -212,6 +212,8 @@ class Evaluation:
         self.view = view
         # Traces, some still as compact tuples for the common "not matched" case: built
         # into RuleTrace objects only when read, since most evaluations are never explained.
+        # (rule id, guard); (rule id, failed check, view); (rule id, condition, view, 0):
+        # a condition known to fail, its failed check found when read.
         self._trace: list[Any] = list(trace) if trace is not None else []
 
     @property
@@ -220,8 +222,11 @@ class Evaluation:
         entries = self._trace
         for index, entry in enumerate(entries):
             if type(entry) is tuple:
-                if len(entry) == 3:
-                    rule_id, failed, view = entry
+                if len(entry) >= 3:
+                    rule_id, failed, view = entry[:3]
+                    if len(entry) == 4:
+                        # A failing condition whose failed check is found now (prefilter).
+                        failed = failed.test(view) or failed
                     entries[index] = RuleTrace(
                         rule_id,
                         "not_matched",
@@ -242,7 +247,7 @@ class Evaluation:
         """
         for entry in self._trace:
             if type(entry) is tuple:
-                yield entry[0], "not_matched", "condition" if len(entry) == 3 else "guard"
+                yield entry[0], "not_matched", "guard" if len(entry) == 2 else "condition"
             else:
                 yield entry.rule_id, entry.outcome, entry.reason
 

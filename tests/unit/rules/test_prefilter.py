@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.unit.rules.rules_helpers import T0, dm, envelope
-from worker.rules import RuleBundle, evaluate
-from worker.rules.expressions import SEARCH_SET_MAX_TEXT
+from worker.rules import RuleBundle, evaluate, prefilter
+from worker.rules.expressions import SEARCH_SET_MAX_TEXT, search_hits
 from worker.rules.model import AllOf, CondNode, Fused
 from worker.rules.prefilter import NONE_FAILING
 
@@ -65,10 +67,49 @@ rules:
   - id: no-condition
     on: messages.upsert
     actions: [{log: {message: no-condition}}]
+  - id: listed
+    on: messages.upsert
+    when:
+      - not msg.is_group
+      - msg.kind != "image"
+      - msg.text is search('(?i)\\\\bpix\\\\b')
+    actions: [{log: {message: listed}}]
+  - id: measured-first
+    on: messages.upsert
+    when:
+      - msg.text | length > 3
+      - msg.text is search('pedido')
+    actions: [{log: {message: measured-first}}]
 """
 
 #: The rules of MIXED the index covers, by position.
-INDEXED = {0: "bare", 1: "after-reads", 2: "reads-after", 8: "mine-too"}
+INDEXED = {
+    0: "bare",
+    1: "after-reads",
+    2: "reads-after",
+    4: "second-check",
+    7: "compared-first",
+    8: "mine-too",
+    11: "listed",
+}
+#: Those whose search is not in their first check: the check that fails depends on the view.
+FOUND_WHEN_READ = {4, 11}
+
+
+@pytest.fixture(autouse=True)
+def index_small_bundles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These bundles are small: index them all the same."""
+    monkeypatch.setattr(prefilter, "MIN_INDEXED", 1)
+
+
+def test_a_few_keyword_rules_are_left_to_their_own_tests(
+    make_bundle: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prefilter, "MIN_INDEXED", len(INDEXED) + 1)
+    bundle = make_bundle(MIXED)
+    assert bundle.plans["messages.upsert"][1] is None
+    evaluation = evaluate(bundle, {}, envelope("messages.upsert", dm("pedido")), T0)
+    assert "bare" in {a.rule_id for a in evaluation.actions}
 
 
 def _texts() -> list[str]:
@@ -103,21 +144,28 @@ def _views() -> list[dict[str, Any]]:
 
 
 def _outcome(evaluation: Any) -> list[tuple[Any, ...]]:
-    return [(t.rule_id, t.outcome, t.reason, t.condition, t.values) for t in evaluation.trace] + [
-        ("action", a.rule_id) for a in evaluation.actions
+    # outcomes() first: it reads the compact entries the trace then replaces.
+    return [
+        *evaluation.outcomes(),
+        *((t.rule_id, t.outcome, t.reason, t.condition, t.values) for t in evaluation.trace),
+        *(("action", a.rule_id) for a in evaluation.actions),
     ]
 
 
 def test_the_index_covers_only_rules_whose_first_check_a_search_decides(make_bundle: Make) -> None:
     bundle = make_bundle(MIXED)
-    index = bundle.search_indexes["messages.upsert"]
-    assert set(index.checks) == set(INDEXED)
+    index = bundle.plans["messages.upsert"][1]
+    assert index is not None
+    assert set(index.checks) == set(INDEXED.values())
     rules = bundle.by_event["messages.upsert"]
-    for position in INDEXED:
+    for position, rule_id in INDEXED.items():
         when = rules[position].when
         assert isinstance(when, Fused)
-        # The check the index stands in for is the one the condition returns first.
-        assert index.checks[position] is _first_check(when)
+        if position in FOUND_WHEN_READ:
+            assert index.checks[rule_id] is None
+        else:
+            # The check the index stands in for is the one the condition returns first.
+            assert index.checks[rule_id] is _first_check(when)
 
 
 def _first_check(when: Fused) -> CondNode:
@@ -129,20 +177,23 @@ def _first_check(when: Fused) -> CondNode:
 
 def test_failing_names_the_rules_whose_pattern_is_not_in_the_text(make_bundle: Make) -> None:
     bundle = make_bundle(MIXED)
-    index = bundle.search_indexes["messages.upsert"]
+    index = bundle.plans["messages.upsert"][1]
+    assert index is not None
 
     def failing(text: str) -> set[str]:
         view = evaluate(bundle, {}, envelope("messages.upsert", dm(text)), T0).view
-        return {INDEXED[p] for p in index.failing(view)}
+        return set(index.failing(view))
 
     assert failing("oi") == set(INDEXED.values())
-    assert failing("Qual o prazo?") == {"bare", "reads-after", "mine-too"}
-    assert failing("PEDIDO e pix") == {"after-reads"}
+    assert failing("Qual o prazo?") == set(INDEXED.values()) - {"after-reads"}
+    # 'PEDIDO' occurs only for the patterns that ignore case.
+    assert failing("PEDIDO e pix") == {"after-reads", "second-check", "compared-first"}
 
 
 def test_failing_names_nothing_it_cannot_vouch_for(make_bundle: Make) -> None:
     bundle = make_bundle(MIXED)
-    index = bundle.search_indexes["messages.upsert"]
+    index = bundle.plans["messages.upsert"][1]
+    assert index is not None
     view = evaluate(bundle, {}, envelope("messages.upsert", dm("oi")), T0).view
     assert index.failing(view)  # the reference: every indexed rule fails on "oi"
     # A field read before the search is missing: the rules' own tests must say.
@@ -158,7 +209,8 @@ def test_failing_names_nothing_it_cannot_vouch_for(make_bundle: Make) -> None:
 def test_evaluation_with_the_index_is_evaluation_without_it(make_bundle: Make) -> None:
     indexed = make_bundle(MIXED)
     plain = make_bundle(MIXED)
-    plain.__dict__["search_indexes"] = {}  # the same rules, every one tested on its own
+    # The same rules, every one tested on its own.
+    plain.__dict__["plans"] = {event: (rules, None) for event, rules in plain.by_event.items()}
     compared = 0
     for env in _views():
         got = evaluate(indexed, {}, env, T0)
@@ -191,3 +243,41 @@ def test_a_rule_the_index_names_is_not_tested(make_bundle: Make) -> None:
     assert (bare.outcome, bare.reason) == ("not_matched", "condition")
     assert bare.condition == "msg.text is search('(?i)pedido')"
     assert bare.values == {"msg.text": "Qual o prazo?"}
+
+
+def test_rules_whose_plain_terms_fail_are_named_without_asking_the_set(
+    make_bundle: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = make_bundle(
+        """
+        rules:
+          - id: words
+            on: messages.upsert
+            when:
+              - not msg.is_group
+              - msg.kind == "text"
+              - msg.text is search('pedido')
+            actions: [{log: {message: words}}]
+          - id: more-words
+            on: messages.upsert
+            when: msg.kind == "text" and msg.text is search('pix')
+            actions: [{log: {message: more-words}}]
+        """
+    )
+    asked: list[str] = []
+
+    def hits(text: str) -> frozenset[int] | None:
+        asked.append(text)
+        return search_hits(text)
+
+    monkeypatch.setattr(prefilter, "search_hits", hits)
+    image = envelope("messages.upsert", dm("pedido", messageType="imageMessage"))
+    evaluation = evaluate(bundle, {}, image, T0)
+    assert asked == []  # no rule got to its search
+    assert [(t.rule_id, t.outcome, t.condition) for t in evaluation.trace] == [
+        ("words", "not_matched", 'msg.kind == "text"'),
+        ("more-words", "not_matched", "msg.kind == \"text\" and msg.text is search('pix')"),
+    ]
+    text = evaluate(bundle, {}, envelope("messages.upsert", dm("pedido")), T0)
+    assert set(asked) == {"pedido"}  # (each group asks; the set keeps its last answer)
+    assert [a.rule_id for a in text.actions] == ["words"]
