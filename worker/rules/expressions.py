@@ -138,26 +138,21 @@ class _SearchSet:
         """Whether pattern ``index`` occurs in ``text``; None when the set cannot tell."""
         last = self._last
         compiled = self._compiled
-        if compiled is not None and index < compiled[1]:
-            if last is not None and last[0] is text and last[1] is compiled:
-                return index in last[2]
-        else:
-            compiled = self._rebuild()
-            if compiled is None:
-                return None
-        data = text.encode()
-        if len(data) > SEARCH_SET_MAX_TEXT:
-            return None
-        hits = frozenset(compiled[0].Match(data) or ())
-        self._last = (text, compiled, hits)
-        return index in hits
+        if (
+            compiled is not None
+            and index < compiled[1]
+            and last is not None
+            and last[0] is text
+            and last[1] is compiled
+        ):
+            return index in last[2]
+        hits = self.hits(text)
+        return None if hits is None else index in hits
 
     def hits(self, text: str) -> frozenset[int] | None:
         """The indices of every pattern that occurs in ``text``; None when the set cannot
-        tell (the same cases as :meth:`occurs`).
-
-        For :mod:`worker.rules.prefilter`, which asks once for a whole bundle; the answer is
-        kept for the rules' own ``occurs`` of the same text object.
+        tell. The answer for the last text is kept (by identity): the rules of one event,
+        and :mod:`worker.rules.prefilter` before them, ask about the same text object.
         """
         compiled = self._compiled
         if compiled is None or compiled[1] != len(self._patterns):

@@ -85,8 +85,8 @@ class SearchIndex:
             return NONE_FAILING
         holds, texts = probed
         failing = NONE_FAILING
-        for prefix, field, positions, by_slot in self._groups:
-            fails = positions
+        for prefix, field, ids, by_slot in self._groups:
+            fails = ids
             if holds[prefix]:
                 # The search decides: the set is asked only when some rule gets to it.
                 text = texts[field]
@@ -159,8 +159,8 @@ def _ids_by_slot(group: Sequence[_Searched]) -> dict[int, frozenset[str]]:
 
 
 def keyword_search(rule: Rule) -> KeywordSearch | None:
-    """What indexes ``rule``, or None when it has the wrong shape (``Rule.keyword_search``
-    keeps the answer: a bundle built for one routed event indexes its rules again)."""
+    """What indexes ``rule``, or None when it has the wrong shape (worked out once per
+    rule, when it is built: ``Rule.keyword_search``)."""
     when = rule.when
     # The engine's fast path, the only one the index stands in for: a fused condition
     # tested alone (a ``for`` rule tracks its condition over time).
