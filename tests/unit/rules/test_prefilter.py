@@ -152,7 +152,7 @@ def _outcome(evaluation: Any) -> list[tuple[Any, ...]]:
     ]
 
 
-def test_the_index_covers_only_rules_whose_first_check_a_search_decides(make_bundle: Make) -> None:
+def test_the_index_covers_rules_with_only_plain_terms_before_a_search(make_bundle: Make) -> None:
     bundle = make_bundle(MIXED)
     index = bundle.plans["messages.upsert"][1]
     assert index is not None
