@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -47,9 +47,6 @@ from bench.parts import (
     unique_prefix,
 )
 from bench.workload import envelopes, prefill, write_rules
-
-#: What a sample carries besides the committed count (CPU and time).
-_S = TypeVar("_S")
 
 TARGET_WORKER = 5_000
 FLOOR_LABEL = "baseline: zapflow process, evaluation switched off (bench/process_floor.py)"
@@ -152,8 +149,8 @@ async def measure_worker(
 
 
 def busy_window(
-    samples: Sequence[tuple[int, _S]], total: int
-) -> tuple[tuple[int, _S], tuple[int, _S]]:
+    samples: Sequence[tuple[int, Usage]], total: int
+) -> tuple[tuple[int, Usage], tuple[int, Usage]]:
     """The first and last samples of committed offsets to take the slope between.
 
     The group's committed count moves in steps, one per commit (every 2.8 s), so the slope

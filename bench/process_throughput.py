@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_process import busy_window  # noqa: E402
-from bench.harness import OffsetReader  # noqa: E402
+from bench.harness import OffsetReader, Usage, read_usage  # noqa: E402
 from worker.events import event_topic  # noqa: E402
 from worker.topics import ensure_topics  # noqa: E402
 
@@ -216,11 +216,6 @@ async def prefill(
         await producer.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 ONE_RULE = """\
 rules:
   - id: one-log
@@ -306,17 +301,17 @@ async def measure(
         cwd=ROOT,
     )
     try:
-        samples: list[tuple[int, tuple[float, float]]] = []
+        samples: list[tuple[int, Usage]] = []
         deadline = time.monotonic() + 600
         async with OffsetReader(bootstrap) as offsets:
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
                 if proc.poll() is not None:
-                    log = (work / "worker.log").read_text()[-2000:]
-                    raise SystemExit(f"worker exited: {log}")
+                    tail = (work / "worker.log").read_text()[-2000:]
+                    raise SystemExit(f"worker exited: {tail}")
                 # 0 until the group and its coordinator exist (a fresh broker).
                 done = await offsets.committed_total(app_id, topics)
-                samples.append((done, (time.monotonic(), cpu_seconds(proc.pid))))
+                samples.append((done, read_usage(proc.pid)))
                 if done >= events_n:
                     break
             actions = await offsets.end_total([f"{prefix}actions"])
@@ -324,9 +319,9 @@ async def measure(
         # Not up to the commit that reaches the end of the topic: it may come a commit
         # interval after the last event (see busy_window).
         first, last = busy_window(samples, events_n)
-        span = last[1][0] - first[1][0]
+        span = last[1].at - first[1].at
         processed = last[0] - first[0]
-        cpu = last[1][1] - first[1][1]
+        cpu = last[1].cpu - first[1].cpu
         print(
             f"rules: {rule_set}, partitions: {partitions}, chats: {chats}, "
             f"duplicate detection: {dedupe}, actions produced: {actions} "
