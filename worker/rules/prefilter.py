@@ -32,8 +32,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from worker.rules.expressions import search_hits
 from worker.rules.model import AllOf, CondNode, Fused, Leaf, Rule
@@ -45,37 +44,48 @@ FieldPath = tuple[str, ...]
 NONE_FAILING: Final[frozenset[str]] = frozenset()
 
 
-@dataclass(frozen=True)
-class _Searched:
-    """One indexed rule: its id and its :data:`KeywordSearch`."""
+class KeywordSearch(NamedTuple):
+    """What indexes a rule (``Rule.keyword_search``)."""
 
-    rule_id: str
+    #: Its pattern's index in the shared set.
     slot: int
+    #: The field it searches.
     field: FieldPath
+    #: The plain terms before the search, as one Python expression over ``C`` (the view).
     prefix: str
+    #: The check its condition returns when it fails (None: the first of its checks that
+    #: fails, found when the trace is read).
     check: CondNode | None
 
 
 class SearchIndex:
     """The indexed rules of one event's rule list (see the module documentation)."""
 
-    def __init__(self, entries: Sequence[_Searched]) -> None:
-        prefixes = list(dict.fromkeys(e.prefix for e in entries))
-        fields = list(dict.fromkeys(e.field for e in entries))
-        groups: dict[tuple[int, int], list[_Searched]] = {}
-        for entry in entries:
-            key = (prefixes.index(entry.prefix), fields.index(entry.field))
-            groups.setdefault(key, []).append(entry)
+    def __init__(self, rules: Sequence[tuple[str, KeywordSearch]]) -> None:
+        """``rules``: (rule id, what indexes it), the ids unique."""
+        prefixes = list(dict.fromkeys(search.prefix for _, search in rules))
+        fields = list(dict.fromkeys(search.field for _, search in rules))
+        groups: dict[tuple[int, int], dict[int, set[str]]] = {}
+        for rule_id, search in rules:
+            key = (prefixes.index(search.prefix), fields.index(search.field))
+            groups.setdefault(key, {}).setdefault(search.slot, set()).add(rule_id)
         #: Per (plain terms, searched field): the indexes of both in what ``_probe``
-        #: returns, the ids of every indexed rule, and their ids per pattern index.
+        #: returns, the ids of every rule of the group, and their ids per pattern index.
         self._groups = tuple(
-            (prefix, field, frozenset(e.rule_id for e in group), _ids_by_slot(group))
-            for (prefix, field), group in groups.items()
+            (
+                prefix,
+                field,
+                frozenset().union(*by_slot.values()),
+                {slot: frozenset(ids) for slot, ids in by_slot.items()},
+            )
+            for (prefix, field), by_slot in groups.items()
         )
         self._probe = _probe(prefixes, fields)
         #: Rule id -> the check its condition returns when the index says it fails (None:
         #: the engine leaves it to be found when the trace is read).
-        self.checks: dict[str, CondNode | None] = {e.rule_id: e.check for e in entries}
+        self.checks: dict[str, CondNode | None] = {
+            rule_id: search.check for rule_id, search in rules
+        }
 
     def failing(self, view: Mapping[str, Any]) -> frozenset[str]:
         """Ids of the rules whose condition fails on ``view``, as far as the index can
@@ -135,27 +145,8 @@ MIN_INDEXED: Final = 16
 def search_index(rules: Sequence[Rule]) -> SearchIndex | None:
     """The index of ``rules`` (one event's list; their ids are unique); None if fewer than
     :data:`MIN_INDEXED` of them can be indexed."""
-    entries = []
-    for rule in rules:
-        search = rule.keyword_search
-        if search is not None:
-            slot, field, prefix, check = search
-            entries.append(_Searched(rule.id, slot, field, prefix, check))
-    return SearchIndex(entries) if entries and len(entries) >= MIN_INDEXED else None
-
-
-#: What indexes a rule: its pattern's index in the set, the field searched, the plain
-#: terms before the search (as one Python expression over ``C``, the view), and the check
-#: its condition returns when it fails (None: the first of its checks that fails, found
-#: when the trace is read).
-KeywordSearch = tuple[int, FieldPath, str, CondNode | None]
-
-
-def _ids_by_slot(group: Sequence[_Searched]) -> dict[int, frozenset[str]]:
-    slots: dict[int, set[str]] = {}
-    for entry in group:
-        slots.setdefault(entry.slot, set()).add(entry.rule_id)
-    return {slot: frozenset(ids) for slot, ids in slots.items()}
+    indexed = [(rule.id, rule.keyword_search) for rule in rules if rule.keyword_search]
+    return SearchIndex(indexed) if indexed and len(indexed) >= MIN_INDEXED else None
 
 
 def keyword_search(rule: Rule) -> KeywordSearch | None:
@@ -180,7 +171,7 @@ def keyword_search(rule: Rule) -> KeywordSearch | None:
             if search is not None:
                 slot, field = search
                 prefix = " and ".join(dict.fromkeys(terms)) or "True"
-                return slot, field, prefix, check if position == 0 else None
+                return KeywordSearch(slot, field, prefix, check if position == 0 else None)
             plain = _plain_term(term, condition.namespace)
             if plain is None:
                 return None
