@@ -2,8 +2,9 @@
 
 Two modes:
 
-* **direct**: records are handed to one idempotent aiokafka producer (``acks=all``)
-  without waiting for each acknowledgement; sends are pipelined and batched.
+* **direct**: records are gathered into one batch per partition
+  (:mod:`worker.ingest.batches`) and the batches handed to one idempotent aiokafka
+  producer (``acks=all``) without waiting for their acknowledgements.
 * **spooling**: Kafka failed a send, or has not acknowledged anything for
   ``delivery_timeout``: new records go to the :class:`~worker.ingest.spool.Spool`.
   Records already handed to the producer stay there (they are delivered when the broker
@@ -29,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from worker.ingest.batches import OpenBatch, PartitionBatches
 from worker.ingest.config import KafkaConfig
 from worker.ingest.envelope import KafkaRecord
 from worker.ingest.spool import Spool, SpoolFull
@@ -172,6 +174,7 @@ class EventPipeline:
         self._in_spool: set[int] = set()
         self._acked_from_spool: list[int] = []
         self._key_partitions = KeyPartitions()
+        self._batches = PartitionBatches(self._new_batch, config.producer.linger_ms / 1000, clock)
         self.kafka_ready = asyncio.Event()
         #: Set while subscriptions may read; cleared while Kafka is behind (see HIGH_WATER).
         self.room = asyncio.Event()
@@ -231,6 +234,7 @@ class EventPipeline:
         """
         self._closing = True
         self.room.set()
+        self._wake_feeder.set()  # hand over the open batches now
         timeout = self._config.producer.flush_timeout
         if budget is not None:
             timeout = min(timeout, budget.remaining())
@@ -296,6 +300,8 @@ class EventPipeline:
         while self._queue:
             seq, record, _ = self._queue.popleft()
             self._to_spool(seq, record)
+        for batch in self._batches.take_all():
+            self._spool_inflight(batch.seqs)
         log.warning("Kafka unavailable (%s); spooling events to %s", reason, self._spool.path)
         self._wake_drainer.set()
 
@@ -404,58 +410,107 @@ class EventPipeline:
             async with asyncio.timeout(5.0):
                 await producer.stop()
 
-    async def _send(self, record: KafkaRecord) -> asyncio.Future[Any]:
+    def _new_batch(self) -> Any:
+        return self._producer.create_batch()
+
+    async def _partition(self, record: KafkaRecord) -> int:
+        """The partition of ``record``'s key (its topic's partition count asked once)."""
         count = self._partition_counts.get(record.topic)
-        partition = self._key_partitions.partition(record.key, count) if count else None
-        fut: asyncio.Future[Any] = await self._producer.send(
-            record.topic,
-            record.value,
-            key=record.key,
-            partition=partition,
-            headers=list(record.headers),
+        if count is None:
+            count = len(await self._producer.partitions_for(record.topic))
+            self._partition_counts[record.topic] = count
+        return self._key_partitions.partition(record.key, count)
+
+    async def _send_batch(self, batch: OpenBatch) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await self._producer.send_batch(
+            batch.builder, batch.topic, partition=batch.partition
         )
         return fut
 
     async def _feed(self) -> None:
-        """Direct mode: hand queued records to the producer, never waiting for acks."""
+        """Direct mode: batch queued records and hand the batches over, never waiting for acks.
+
+        A batch goes when it is full, and every open batch once the oldest has lingered
+        ``linger_ms`` (at once while ingest closes).
+        """
         while True:
-            await self._wake_feeder.wait()
+            deadline = self._batches.deadline
+            if deadline is None:
+                await self._wake_feeder.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(deadline - self._clock(), 0.0)):
+                        await self._wake_feeder.wait()
             self._wake_feeder.clear()
             while self._queue and self._mode == DIRECT:
                 seq, record, received_at = self._queue.popleft()
                 self._inflight[seq] = (record, received_at, self._clock())
                 try:
-                    fut = await self._send(record)
+                    full = self._batches.add(await self._partition(record), seq, record)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     self._inflight.pop(seq, None)
-                    self._stats.produce_errors += 1
-                    self._producer_broken = True
                     self._to_spool(seq, record)
-                    self._enter_spooling(f"send failed: {type(exc).__name__}: {exc}")
+                    self._send_failed(1, f"send failed: {type(exc).__name__}: {exc}")
                     continue
-                fut.add_done_callback(functools.partial(self._delivered, seq))
+                if full is not None:
+                    await self._hand_over(full)
+            deadline = self._batches.deadline
+            if deadline is not None and (self._closing or self._clock() >= deadline):
+                for batch in self._batches.take_all():
+                    if self._mode == DIRECT:
+                        await self._hand_over(batch)
+                    else:  # a failure since the batches were taken
+                        self._spool_inflight(batch.seqs)
 
-    def _delivered(self, seq: int, fut: asyncio.Future[Any]) -> None:
-        entry = self._inflight.pop(seq, None)
-        if entry is None:  # already spooled by close()
+    async def _hand_over(self, batch: OpenBatch) -> None:
+        """Give a closed batch to the producer; spool its records if it will not take it."""
+        try:
+            fut = await self._send_batch(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._spool_inflight(batch.seqs)
+            self._send_failed(len(batch.seqs), f"send failed: {type(exc).__name__}: {exc}")
             return
-        record, received_at, _ = entry
+        fut.add_done_callback(functools.partial(self._delivered, batch.seqs))
+
+    def _spool_inflight(self, seqs: list[int]) -> int:
+        """Move the records of ``seqs`` still in flight to the spool; returns how many."""
+        moved = 0
+        for seq in seqs:
+            entry = self._inflight.pop(seq, None)
+            if entry is not None:  # else already spooled by close()
+                self._to_spool(seq, entry[0])
+                moved += 1
+        return moved
+
+    def _send_failed(self, records: int, reason: str) -> None:
+        self._stats.produce_errors += records
+        self._producer_broken = True
+        self._enter_spooling(reason)
+
+    def _delivered(self, seqs: list[int], fut: asyncio.Future[Any]) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled() or exc is not None:
-            self._stats.produce_errors += 1
-            self._producer_broken = True
-            self._to_spool(seq, record)
-            self._enter_spooling(f"delivery failed: {type(exc).__name__}: {exc}")
+            failed = self._spool_inflight(seqs)
+            if failed:
+                self._send_failed(failed, f"delivery failed: {type(exc).__name__}: {exc}")
             return
+        now = self._clock()
+        latency = self._stats.produce_latency
+        for seq in seqs:
+            entry = self._inflight.pop(seq, None)
+            if entry is None:  # already spooled by close()
+                continue
+            if seq in self._in_spool:
+                self._in_spool.discard(seq)
+                self._acked_from_spool.append(seq)
+                continue
+            self._stats.produced += 1
+            latency.observe(now - entry[1])
         self._maybe_resume()
-        if seq in self._in_spool:
-            self._in_spool.discard(seq)
-            self._acked_from_spool.append(seq)
-            return
-        self._stats.produced += 1
-        self._stats.produce_latency.observe(self._clock() - received_at)
 
     def _maybe_resume(self) -> None:
         if not self.room.is_set() and len(self._queue) + len(self._inflight) < LOW_WATER:
@@ -551,14 +606,25 @@ class EventPipeline:
     async def _drain_batch(self, batch: list[Any]) -> bool:
         """Send one batch from the spool; returns whether something failed."""
         failure: BaseException | None = None
-        for item in batch:
-            try:
-                self._draining[item.seq] = await self._send(item.record)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failure = exc
-                break
+        batches = PartitionBatches(self._new_batch, 0.0, self._clock)
+
+        async def hand_over(closed: OpenBatch) -> None:
+            fut = await self._send_batch(closed)
+            for seq in closed.seqs:
+                self._draining[seq] = fut
+
+        try:
+            for item in batch:
+                full = batches.add(await self._partition(item.record), item.seq, item.record)
+                if full is not None:
+                    await hand_over(full)
+            for closed in batches.take_all():
+                await hand_over(closed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # What was not handed over stays in the spool for the next try.
+            failure = exc
         if self._draining:
             await asyncio.wait(list(self._draining.values()))
         acked = []

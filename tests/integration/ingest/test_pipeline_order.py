@@ -19,20 +19,47 @@ from worker.ingest.spool import Spool
 from worker.ingest.stats import IngestStats
 
 
+class RecordingBatch:
+    """A stand-in for aiokafka's BatchBuilder: takes up to ``limit`` records."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.values: list[str] = []
+        self.limit = limit
+        self.closed = False
+
+    def append(self, *, value: bytes, **_: Any) -> object | None:
+        if self.closed or len(self.values) >= self.limit:
+            self.closed = True
+            return None
+        self.values.append(value.decode())
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class RecordingProducer:
     def __init__(self, fail_first: int = 0) -> None:
         self.sent: list[str] = []
         self.fail_first = fail_first
 
-    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
+    def create_batch(self) -> RecordingBatch:
+        return RecordingBatch()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    async def send_batch(
+        self, batch: RecordingBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        assert batch.closed, "a batch is closed before it is handed over"
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        record_id = value.decode()
         if self.fail_first > 0:
             self.fail_first -= 1
             loop.call_later(0.01, fut.set_exception, ConnectionError("broker away"))
         else:
-            self.sent.append(record_id)
+            self.sent.extend(batch.values)
             loop.call_later(0.01, fut.set_result, None)
         return fut
 
@@ -94,7 +121,7 @@ async def test_failed_sends_are_spooled_and_sent_again_exactly_once_in_order(
         for n in range(1, 1001):
             pipeline.accept(record(n), 0.0)
         await wait_for(lambda: stats.produced == 1000, timeout=10)
-        producer.fail_first = 50  # Kafka goes away for the next 50 sends
+        producer.fail_first = 5  # Kafka goes away for the next 5 batches
         for n in range(1001, 3001):
             pipeline.accept(record(n), 0.0)
             if n % 200 == 0:
@@ -118,9 +145,11 @@ class HeldProducer(RecordingProducer):
         super().__init__()
         self.pending: list[asyncio.Future[Any]] = []
 
-    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
+    async def send_batch(
+        self, batch: RecordingBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.sent.append(value.decode())
+        self.sent.extend(batch.values)
         self.pending.append(fut)
         return fut
 
