@@ -7,7 +7,6 @@ the ULID "monotonic" variant, so ids from one generator are strictly increasing.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable
 from typing import Final
@@ -18,8 +17,10 @@ _RANDOM_MAX: Final = (1 << _RANDOM_BITS) - 1
 _TIME_MAX: Final = (1 << 48) - 1
 
 
-_STANDARD_BASE32: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_TO_CROCKFORD: Final = bytes.maketrans(_STANDARD_BASE32, _ALPHABET.encode())
+#: Every pair of digits, indexed by the 10 bits they stand for.
+_PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+#: Where the 12 pairs after the first digit start: bits 124..115, ..., 14..5.
+_PAIR_SHIFTS: Final = tuple(range(115, 4, -10))
 
 
 def encode_ulid(epoch_ms: int, randomness: int) -> str:
@@ -28,12 +29,19 @@ def encode_ulid(epoch_ms: int, randomness: int) -> str:
         raise ValueError(f"time {epoch_ms} ms does not fit in 48 bits")
     if not 0 <= randomness <= _RANDOM_MAX:
         raise ValueError("random part does not fit in 80 bits")
-    # 26 base32 digits are 130 bits: the 128-bit value with two zero bits in front.
-    # The standard library's base32 works on 40-bit groups, so pad on the right to 160
-    # bits, encode, keep the first 26 digits and map them to Crockford's alphabet.
-    value = ((epoch_ms << _RANDOM_BITS) | randomness) << 30
-    digits = base64.b32encode(value.to_bytes(20, "big"))[:26]
-    return digits.translate(_TO_CROCKFORD).decode("ascii")
+    # 26 base32 digits are 130 bits: the 128-bit value with two zero bits in front. So a
+    # first digit of its top 3 bits, 12 pairs of digits looked up 10 bits at a time, and a
+    # last digit. Ingest makes one per event: this takes a third of the time the standard
+    # library's base32 (pure Python, 5 bytes at a time) did (bench/README.md).
+    value = (epoch_ms << _RANDOM_BITS) | randomness
+    pairs = _PAIRS
+    return "".join(
+        [
+            _ALPHABET[value >> 125],
+            *[pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS],
+            _ALPHABET[value & 31],
+        ]
+    )
 
 
 def decode_ulid_time(ulid: str) -> int:

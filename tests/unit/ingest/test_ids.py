@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
 from worker.ingest.ids import UlidGenerator, decode_ulid_time, encode_ulid
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def counting_random(n: int) -> bytes:
@@ -20,6 +23,23 @@ def test_encode_ulid_is_26_crockford_characters() -> None:
 def test_encode_ulid_of_zero_and_max() -> None:
     assert encode_ulid(0, 0) == "0" * 26
     assert encode_ulid((1 << 48) - 1, (1 << 80) - 1) == "7" + "Z" * 25
+
+
+def test_encode_ulid_matches_the_ulid_specifications_example() -> None:
+    # github.com/ulid/spec: ulid(1469918176385) -> 01ARYZ6S41TSV4RRFFQ69G5FAV
+    randomness = 0
+    for char in "TSV4RRFFQ69G5FAV":
+        randomness = randomness * 32 + ALPHABET.index(char)
+    assert encode_ulid(1_469_918_176_385, randomness) == "01ARYZ6S41TSV4RRFFQ69G5FAV"
+
+
+def test_encode_ulid_agrees_with_digit_by_digit_encoding() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        epoch_ms, randomness = rng.getrandbits(48), rng.getrandbits(80)
+        value = (epoch_ms << 80) | randomness
+        expected = "".join(ALPHABET[(value >> (125 - 5 * i)) & 31] for i in range(26))
+        assert encode_ulid(epoch_ms, randomness) == expected
 
 
 def test_time_round_trips() -> None:
