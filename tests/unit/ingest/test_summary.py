@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import pytest
+
 from worker.config import Secret
+from worker.ingest import stats as stats_module
 from worker.ingest.config import IngestConfig, InstanceConfig
 from worker.ingest.service import status_line, summary_line
 from worker.ingest.stats import IngestStats, LatencyHistogram, SubscriptionState
@@ -52,3 +55,19 @@ def test_latency_quantile_over_an_interval() -> None:
     assert hist.quantile(0.99, since=earlier) == 0.0025
     assert hist.quantile(0.99) == 30.0
     assert LatencyHistogram().quantile(0.99) is None
+
+
+def test_a_subscriptions_since_moves_only_when_its_state_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = iter([100.0, 200.0])
+    monkeypatch.setattr(stats_module.time, "time", lambda: next(clock))
+    stats = IngestStats().subscription("shop", "messages.upsert")
+    assert stats.state is SubscriptionState.CONNECTING and stats.since is None
+    stats.state = SubscriptionState.OPEN
+    assert stats.since == 100.0
+    stats.frames += 1
+    stats.state = SubscriptionState.OPEN
+    assert stats.since == 100.0
+    stats.state = SubscriptionState.BACKOFF
+    assert stats.state is SubscriptionState.BACKOFF and stats.since == 200.0
