@@ -1,7 +1,8 @@
 """The floor each stage is compared with, each in a process of its own:
 
 - ``produce``: a plain aiokafka producer loop, ``json.dumps`` of a ~1 KB envelope per event,
-  fire-and-forget ``send()`` with the producer settings ingest uses by default;
+  fire-and-forget ``send()`` with the producer settings ingest uses by default; with
+  ``--batches``, appended into batches (``create_batch``/``send_batch``) as ingest does;
 - ``consume``: a plain aiokafka consumer loop (``getmany``, ``json.loads`` per record);
 - ``receive``: the raw ``websockets`` client receive rate from one simulator subscription.
 
@@ -72,14 +73,24 @@ async def produce(args: argparse.Namespace) -> dict[str, Any]:
     try:
         start, cpu = time.monotonic(), time.process_time()
         pending: list[Any] = []
+        batch = producer.create_batch() if args.batches else None
         for n in range(args.count):
             envelope["id"] = f"01JV6Z8K3QW5T7Y9B2N{n:07d}"
             envelope["source"]["seq"] = n
             value = json.dumps(envelope).encode()
-            pending.append(await producer.send(args.topic, value, key=key, headers=headers))
+            if batch is None:
+                pending.append(await producer.send(args.topic, value, key=key, headers=headers))
+            elif batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                # Full: send it (one key, so one partition) and start the next with this one.
+                pending.append(await producer.send_batch(batch, args.topic, partition=0))
+                batch = producer.create_batch()
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
+        if batch is not None:
+            batch.close()
+            pending.append(await producer.send_batch(batch, args.topic, partition=0))
         await asyncio.gather(*pending)
         seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu
     finally:
@@ -146,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count", type=int, default=100_000)
     p.add_argument("--size", type=int, default=1000)
     p.add_argument("--compression", default="gzip")
+    p.add_argument("--batches", action="store_true", help="batch API instead of send()")
     c = sub.add_parser("consume")
     c.add_argument("--bootstrap", required=True)
     c.add_argument("--topic", required=True)
