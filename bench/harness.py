@@ -272,6 +272,12 @@ class Child:
             for k, v in os.environ.items()
             if not k.startswith("ZAPFLOW_") or k == "ZAPFLOW_EVENT_LOOP"
         }
+        # The stages run with their work directory as cwd, where ``python -m worker`` would
+        # import the installed package: put this checkout first, so that a benchmark run
+        # from another checkout (a tree before a change) measures that checkout's code.
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+        )
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         log_file = log.open("wb")
