@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -78,6 +78,10 @@ def test_invalid_records_are_rejected_with_the_reason(raw, message):
 def test_rfc3339_is_utc_with_milliseconds():
     assert rfc3339(datetime(2026, 11, 25, 20, 41, 7, 123456, tzinfo=UTC)) == (
         "2026-11-25T20:41:07.123Z"
+    )
+    brasilia = timezone(timedelta(hours=-3))
+    assert rfc3339(datetime(2026, 12, 31, 22, 0, 0, tzinfo=brasilia)) == (
+        "2027-01-01T01:00:00.000Z"
     )
 
 
