@@ -220,15 +220,13 @@ async def start_process(workdir: Path, config: Path, rules: Path, floor: bool = 
     """``zapflow process`` on ``rules``; with ``floor``, with evaluation switched off
     (``bench/process_floor.py``)."""
     args = ("process", "--config", str(config), "--rules", str(rules), "--log-level", "warning")
-    env = {"KAFKA_BOOTSTRAP_SERVERS": ""}
-    if floor:
-        env["PYTHONPATH"] = str(REPO_ROOT)
+    # bench.process_floor is found through the PYTHONPATH every child gets (Child.start).
     return await Child.start(
         "process",
         python_argv("-m", "bench.process_floor", *args) if floor else zapflow_argv(*args),
         workdir / "process.log",
         cwd=workdir,
-        env=env,
+        env={"KAFKA_BOOTSTRAP_SERVERS": ""},
     )
 
 
