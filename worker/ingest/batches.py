@@ -9,8 +9,10 @@ is appended straight into the batch's buffer and the batch has one future
 
 :class:`PartitionBatches` keeps what ``send()`` kept for us: one open batch per partition,
 handed over when it is full or once the oldest open batch has waited ``linger_s``. Then every
-open batch goes, so no record waits longer than the linger, and the batches of one moment
-travel together (as the producer's per-broker batching does, :mod:`worker.batching`).
+open batch goes, so no record waits longer than the linger for its batch to fill, and the
+batches of one moment travel together (as the producer's per-broker batching does,
+:mod:`worker.batching`). A batch handed over may still wait in the producer until the
+partition's previous batch has left, as a record given to ``send()`` did.
 Batches are closed before they are handed over: a closed batch takes no more records, so
 none can join it after the producer has taken its size and sequence numbers.
 """
@@ -70,8 +72,10 @@ class PartitionBatches:
         if self._append(batch, seq, record):
             return None
         # Full (the append closed it). A new batch takes any one record, however large.
-        fresh = self._open[where] = self._start(record.topic, partition)
+        # Should that fail, the full batch stays where take_all() finds it.
+        fresh = self._start(record.topic, partition)
         self._append(fresh, seq, record)
+        self._open[where] = fresh
         return batch
 
     def take_all(self) -> list[OpenBatch]:

@@ -471,8 +471,8 @@ class EventPipeline:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._spool_inflight(batch.seqs)
-            self._send_failed(len(batch.seqs), f"send failed: {type(exc).__name__}: {exc}")
+            moved = self._spool_inflight(batch.seqs)
+            self._send_failed(moved, f"send failed: {type(exc).__name__}: {exc}")
             return
         fut.add_done_callback(functools.partial(self._delivered, batch.seqs))
 
@@ -492,8 +492,8 @@ class EventPipeline:
         self._enter_spooling(reason)
 
     def _delivered(self, seqs: list[int], fut: asyncio.Future[Any]) -> None:
-        exc = None if fut.cancelled() else fut.exception()
-        if fut.cancelled() or exc is not None:
+        exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+        if exc is not None:
             failed = self._spool_inflight(seqs)
             if failed:
                 self._send_failed(failed, f"delivery failed: {type(exc).__name__}: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
@@ -87,3 +88,23 @@ def test_a_record_larger_than_a_batch_goes_alone() -> None:
     assert big is not None and big.seqs == [2]
     assert len(values(big.builder)) == 1
     assert [b.seqs for b in open_.take_all()] == [[3]]
+
+
+def test_a_full_batch_stays_to_be_taken_when_the_next_batch_refuses_the_record() -> None:
+    class Refusing:
+        def append(self, **_: object) -> None:
+            raise TypeError("key must be bytes")
+
+        def close(self) -> None:
+            pass
+
+    builders = iter([BatchBuilder(1024, 0), Refusing()])
+    open_ = PartitionBatches(lambda: next(builders), 0.010, Clock())
+    seq = 0
+    with pytest.raises(TypeError):
+        while True:
+            seq += 1
+            assert open_.add(0, seq, record(seq)) is None
+    (full,) = open_.take_all()
+    assert full.builder.closed()
+    assert full.seqs == list(range(1, seq))
