@@ -155,6 +155,13 @@ class SubscriptionRoster:
         if key[0] not in instances:
             return
         stats = old.stats
+        state_now = stats.state  # a local: the state changes while this waits below
+        if state_now != SubscriptionState.OPEN:
+            # Reconnecting (the gateway restarted, say): its next socket will be the newest,
+            # so the live one. A second socket now would race it: whichever of the two
+            # handshakes ends last is live, and stopping the old one mid-handshake could
+            # close the live socket and leave the new one starved.
+            return
         connects = stats.connects
         # The new subscription is appended after the old one, so the host's
         # stop_subscription (first match) stops the old one.

@@ -125,3 +125,20 @@ async def test_a_changed_token_restarts_that_instance() -> None:
     assert sorted(h.stopped) == [("a", e) for e in sorted(EVENTS)]
     assert sorted(h.running) == sorted((n, e) for n in "ab" for e in EVENTS)
     assert h.started.count(("a", "messages.upsert")) == 2
+
+
+async def test_a_renewal_replaces_an_open_subscription_and_skips_a_reconnecting_one() -> None:
+    h = host("a")
+    roster = SubscriptionRoster(h, OwnershipConfig())
+    await roster.start()
+    key = ("a", EVENTS[0])
+    old = h.running[key]
+
+    old.stats.state = SubscriptionState.BACKOFF  # its next socket will be the newest anyway
+    await roster._replace(key, old)
+    assert h.started.count(key) == 1 and key not in h.stopped
+
+    old.stats.state = SubscriptionState.OPEN
+    await roster._replace(key, old)
+    assert h.started.count(key) == 2 and h.stopped == [key]
+    assert h.running[key] is not old
