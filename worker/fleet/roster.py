@@ -30,7 +30,12 @@ RELEASE_CHECK_INTERVAL = 0.05
 
 
 class RunningSubscription(Protocol):
+    #: Shared by the subscriptions of one key.
     stats: SubscriptionStats
+    #: The order of its newest socket's handshake among the process's (0: none yet).
+    opened: int
+    #: Waiting for its turn to handshake, or handshaking.
+    handshaking: bool
 
 
 class SubscriptionHost(Protocol):
@@ -38,9 +43,12 @@ class SubscriptionHost(Protocol):
 
     config: IngestConfig
 
-    def start_subscription(self, instance: InstanceConfig, event: str) -> None: ...
+    def start_subscription(self, instance: InstanceConfig, event: str) -> RunningSubscription: ...
 
-    async def stop_subscription(self, key: SubscriptionKey) -> None: ...
+    async def stop_subscription(
+        self, key: SubscriptionKey, which: RunningSubscription | None = None
+    ) -> None:
+        """Stop ``which``, or the oldest subscription of ``key`` when it is None."""
 
     def running_subscriptions(self) -> Mapping[SubscriptionKey, RunningSubscription]: ...
 
@@ -144,7 +152,7 @@ class SubscriptionRoster:
         task.add_done_callback(self._stopping.discard)
 
     async def _renew(self, key: SubscriptionKey, old: RunningSubscription) -> None:
-        """Make-before-break: open a new socket for the key, then close the starved one."""
+        """Make-before-break: open a new socket for the key, then close the older of the two."""
         try:
             await self._replace(key, old)
         finally:
@@ -162,18 +170,29 @@ class SubscriptionRoster:
             # handshakes ends last is live, and stopping the old one mid-handshake could
             # close the live socket and leave the new one starved.
             return
-        connects = stats.connects
-        # The new subscription is appended after the old one, so the host's
-        # stop_subscription (first match) stops the old one.
-        self._host.start_subscription(instances[key[0]], key[1])
-        # Counters change without an event to wait on; look every 20 ms.
-        for _ in range(int((self._host.config.open_timeout + 1.0) / 0.02)):
-            if stats.connects != connects:
+        # Open the new socket, then close one of the two: the older. Normally that is the
+        # old subscription's. But if the gateway restarted meanwhile, the old one may have
+        # reconnected after the new one opened; its socket is then the newest, so the
+        # live one, and closing it would leave the key with a starved socket.
+        new = self._host.start_subscription(instances[key[0]], key[1])
+        # Neither changes with an event to wait on; look every 20 ms.
+        polls = int((self._host.config.open_timeout + 1.0) / 0.02)
+        for _ in range(polls):
+            if new.opened:
                 break
             await asyncio.sleep(0.02)
-        await self._host.stop_subscription(key)
+        # One in mid-handshake could be the newest socket once done: let it finish.
+        for _ in range(polls):
+            if not old.handshaking:
+                break
+            await asyncio.sleep(0.02)
+        if new.opened and old.opened > new.opened:
+            log.info("%s/%s reconnected during its renewal; keeping that socket", *key)
+            await self._host.stop_subscription(key, new)
+        else:
+            await self._host.stop_subscription(key, old)
         if stats.state == SubscriptionState.STOPPED and key in self._host.running_subscriptions():
-            # Both share the key's counters; the old one's end is not the key's state.
+            # Both share the key's counters; the stopped one's end is not the key's state.
             stats.state = SubscriptionState.OPEN
 
     async def _watch_releasing(self) -> None:

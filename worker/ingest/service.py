@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from worker.fleet.roster import SubscriptionRoster
+from worker.fleet.roster import RunningSubscription, SubscriptionRoster
 from worker.ingest.config import IngestConfig, InstanceConfig
 from worker.ingest.discovery import discover
 from worker.ingest.envelope import Subscriber
@@ -118,7 +118,7 @@ class IngestService:
             self._summary_task = loop.create_task(self._summaries())
 
     # --- the roster's hooks (worker/fleet/roster.py decides which subscriptions run) ---
-    def start_subscription(self, instance: InstanceConfig, event: str) -> None:
+    def start_subscription(self, instance: InstanceConfig, event: str) -> Subscription:
         assert self.pipeline is not None
         config = self.config
         subscriber = Subscriber(
@@ -138,6 +138,7 @@ class IngestService:
         self.subscriptions.append(sub)
         task = asyncio.get_running_loop().create_task(sub.run(), name=f"subscription {sub.name}")
         self._tasks.append(task)
+        return sub
 
     def running_subscriptions(self) -> dict[tuple[str, str], Subscription]:
         return {
@@ -146,9 +147,13 @@ class IngestService:
             if not task.done()
         }
 
-    async def stop_subscription(self, key: tuple[str, str]) -> None:
+    async def stop_subscription(
+        self, key: tuple[str, str], which: RunningSubscription | None = None
+    ) -> None:
         for i, sub in enumerate(self.subscriptions):
-            if (sub.subscriber.instance, sub.subscriber.event) == key:
+            if (sub.subscriber.instance, sub.subscriber.event) == key and (
+                which is None or which is sub
+            ):
                 task = self._tasks[i]
                 del self.subscriptions[i], self._tasks[i]
                 sub.stop()  # reads what the gateway sent until it answers the close

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -49,6 +50,9 @@ log = logging.getLogger("zapflow.ingest")
 
 #: WebSocket close code for a message over the client's size limit.
 MESSAGE_TOO_BIG: Final = 1009
+
+#: Numbers the handshakes this process completes, in the order the gateway registered them.
+_HANDSHAKES: Final = itertools.count(1)
 
 
 class StopRequested(Exception):
@@ -132,6 +136,12 @@ class Subscription:
         self._stopping = False
         self._watchdog: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        #: The number (among this process's handshakes) of this subscription's newest
+        #: socket; 0 before the first. The gateway sends a key's events to its newest
+        #: socket, so of two subscriptions of one key the higher number is the live one.
+        self.opened = 0
+        #: Waiting for its instance's turn to handshake, or handshaking.
+        self.handshaking = False
 
     def __repr__(self) -> str:
         return f"Subscription({self.subscriber.instance!r}, {self.subscriber.event!r})"
@@ -209,6 +219,15 @@ class Subscription:
                 await self._wake.wait()
 
     async def _open(self) -> ClientConnection:
+        self.handshaking = True
+        try:
+            ws = await self._handshake()
+        finally:
+            self.handshaking = False
+        self.opened = next(_HANDSHAKES)
+        return ws
+
+    async def _handshake(self) -> ClientConnection:
         # Handshakes of one instance take turns.
         async with self._lock:
             if self._stopping:  # stopped while waiting for its turn

@@ -224,6 +224,10 @@ async def test_a_silent_subscription_is_taken_back_make_before_break(
     sub = service.stats.subscription("shop-bot", "messages.upsert")
     try:
         await gateway.wait_subscribed("shop-bot", ["messages.upsert"], timeout=20)
+        running = service.running_subscriptions()[("shop-bot", "messages.upsert")]
+        # The gateway registers a socket before the client has read the handshake's answer.
+        await wait_for(lambda: running.opened > 0, message="the first socket's number")
+        first_socket = running.opened
         assert await gateway.emit("shop-bot", "messages.upsert")
         # Someone else subscribes to the same key: CodeChat silently starves our socket.
         async with connect(gateway.subscription_url("shop-bot", "messages.upsert")) as thief:
@@ -234,6 +238,8 @@ async def test_a_silent_subscription_is_taken_back_make_before_break(
             assert sub.reconnects == 0
             # After the silence threshold ingest opens a new socket, then closes the old.
             await wait_for(lambda: sub.resubscribes >= 1, timeout=10, message="resubscribe")
+            # The new socket is numbered as the newest, which a renewal compares.
+            assert running.opened > first_socket
             for _ in range(5):
                 assert await gateway.emit("shop-bot", "messages.upsert")
             await wait_for(lambda: service.stats.produced >= 6, timeout=10)

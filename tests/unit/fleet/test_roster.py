@@ -23,6 +23,8 @@ def instance(name: str, token: str = "t") -> InstanceConfig:
 @dataclass
 class FakeSub:
     stats: SubscriptionStats
+    opened: int = 0
+    handshaking: bool = False
 
 
 @dataclass
@@ -36,17 +38,26 @@ class FakeHost:
     started: list[tuple[str, str]] = field(default_factory=list)
     stopped: list[tuple[str, str]] = field(default_factory=list)
 
-    def start_subscription(self, inst: InstanceConfig, event: str) -> None:
+    handshakes: int = 0
+
+    def start_subscription(self, inst: InstanceConfig, event: str) -> FakeSub:
+        """A subscription whose first socket opens at once."""
         key = (inst.name, event)
         self.started.append(key)
         stats = self.stats.setdefault(key, SubscriptionStats(*key))
         stats.state = SubscriptionState.OPEN
         stats.connects += 1
-        self.subs.append((key, FakeSub(stats)))
+        sub = FakeSub(stats, opened=self.handshake())
+        self.subs.append((key, sub))
+        return sub
 
-    async def stop_subscription(self, key: tuple[str, str]) -> None:
-        for i, (k, _) in enumerate(self.subs):
-            if k == key:
+    def handshake(self) -> int:
+        self.handshakes += 1
+        return self.handshakes
+
+    async def stop_subscription(self, key: tuple[str, str], which: Any = None) -> None:
+        for i, (k, sub) in enumerate(self.subs):
+            if k == key and (which is None or which is sub):
                 del self.subs[i]
                 self.stopped.append(key)
                 return
@@ -142,3 +153,45 @@ async def test_a_renewal_replaces_an_open_subscription_and_skips_a_reconnecting_
     await roster._replace(key, old)
     assert h.started.count(key) == 2 and h.stopped == [key]
     assert h.running[key] is not old
+
+
+async def test_a_renewal_keeps_the_old_socket_when_it_reconnected_after_the_new_one() -> None:
+    # The gateway restarted during the renewal and the old subscription's handshake ended
+    # after the new one's: the old socket is the newest, so the live one.
+    h = host("a")
+    roster = SubscriptionRoster(h, OwnershipConfig())
+    await roster.start()
+    key = ("a", EVENTS[0])
+    old = h.running[key]
+    old.handshaking = True  # reconnecting, waiting for the new one's handshake to end
+
+    async def reconnect_later() -> None:
+        while h.started.count(key) < 2:
+            await asyncio.sleep(0)
+        old.opened = h.handshake()
+        old.handshaking = False
+
+    later = asyncio.create_task(reconnect_later())
+    await roster._replace(key, old)
+    await later
+    assert h.started.count(key) == 2 and h.stopped == [key]
+    assert h.running[key] is old, "the newest socket was closed"
+
+
+async def test_a_renewal_closes_the_old_socket_when_its_reconnect_failed() -> None:
+    h = host("a")
+    roster = SubscriptionRoster(h, OwnershipConfig())
+    await roster.start()
+    key = ("a", EVENTS[0])
+    old = h.running[key]
+    old.handshaking = True
+
+    async def fail_later() -> None:
+        while h.started.count(key) < 2:
+            await asyncio.sleep(0)
+        old.handshaking = False  # no new socket: the gateway refused it
+
+    later = asyncio.create_task(fail_later())
+    await roster._replace(key, old)
+    await later
+    assert h.running[key] is not old and h.stopped == [key]
