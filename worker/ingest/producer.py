@@ -637,7 +637,8 @@ class EventPipeline:
         self._draining.clear()
         self._settle_drained(acked)
         if failure is not None:
-            self._stats.produce_errors += 1
+            # In records, as in direct mode: each record this try did not deliver.
+            self._stats.produce_errors += len(batch) - len(acked)
             self._producer_broken = True
             log.warning(
                 "sending spooled events failed (%s: %s); %d left in the spool",

@@ -128,6 +128,8 @@ class IngestStats:
     spool_bytes: int = 0
     #: "direct" (events go to Kafka) or "spooling" (Kafka is away, events go to disk).
     mode: str = "spooling"
+    #: Records a produce attempt failed to deliver (a record retried from the spool counts
+    #: once per failed try).
     produce_errors: int = 0
     produce_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 

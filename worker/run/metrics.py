@@ -155,7 +155,9 @@ class IngestCollector(Collector):
             "zapflow_ingest_produced", "Records acknowledged by Kafka.", value=stats.produced
         )
         yield CounterMetricFamily(
-            "zapflow_ingest_produce_errors", "Failed produce attempts.", value=stats.produce_errors
+            "zapflow_ingest_produce_errors",
+            "Records a produce attempt failed to deliver.",
+            value=stats.produce_errors,
         )
         yield CounterMetricFamily(
             "zapflow_ingest_spooled", "Records written to the disk spool.", value=stats.spooled
