@@ -76,7 +76,7 @@ async def produce(args: argparse.Namespace) -> dict[str, Any]:
         batch = producer.create_batch() if args.batches else None
         for n in range(args.count):
             envelope["id"] = f"01JV6Z8K3QW5T7Y9B2N{n:07d}"
-            envelope["source"]["seq"] = n
+            envelope["source"]["seq"] = n + 1
             value = json.dumps(envelope).encode()
             if batch is None:
                 pending.append(await producer.send(args.topic, value, key=key, headers=headers))

@@ -318,7 +318,7 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
                 "instance": instance,
                 "event": event,
                 "received_at": "2026-11-25T20:00:00.000Z",
-                "source": {},
+                "source": {"gateway": "bench", "connection": "c", "seq": i + 1},
                 "data": data,
             }
         )

@@ -190,7 +190,7 @@ def events(count: int, seed: int = 7, chats: int = 5000) -> list[tuple[str, byte
             "instance": instance,
             "event": event,
             "received_at": "2026-11-25T20:41:07.123Z",
-            "source": {"gateway": "bench", "connection": "c", "seq": n},
+            "source": {"gateway": "bench", "connection": "c", "seq": n + 1},
             "data": data,
         }
         out.append((event, key.encode(), orjson.dumps(envelope)))

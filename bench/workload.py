@@ -89,7 +89,7 @@ def envelopes(count: int, size: int = 1000, seed: int = 7) -> Iterator[tuple[byt
             "instance": instance,
             "event": "messages.upsert",
             "received_at": "2026-11-25T20:41:07.123Z",
-            "source": {"gateway": "127.0.0.1:8084", "connection": "c-1", "seq": n},
+            "source": {"gateway": "127.0.0.1:8084", "connection": "c-1", "seq": n + 1},
             "data": data,
         }
         raw = orjson.dumps(envelope)

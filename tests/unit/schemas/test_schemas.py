@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from worker import schemas
@@ -63,3 +64,27 @@ def test_unknown_schema_names_list_the_shipped_ones() -> None:
     with pytest.raises(KeyError) as err:
         schemas.load("nope")
     assert "shipped: envelope, invalid, action, dlq" in str(err.value)
+
+
+def test_the_benchmarks_envelopes_are_envelopes_of_the_contract() -> None:
+    # The benchmarks build their envelopes by hand, for speed; they must stay what ingest
+    # writes, or the benchmarks measure something else.
+    from bench import bench_rules, process_throughput, workload
+    from bench.baselines import sample_envelope
+    from worker.ingest.keys import partition_key
+
+    def key_of(envelope: dict[str, object]) -> str:
+        return partition_key(str(envelope["instance"]), str(envelope["event"]), envelope["data"])
+
+    for key, raw in workload.envelopes(50):
+        envelope = orjson.loads(raw)
+        assert schemas.errors("envelope", envelope) == []
+        assert len(raw) >= 1000
+        assert key.decode() == key_of(envelope)
+    for event, key, raw in process_throughput.events(300):
+        envelope = orjson.loads(raw)
+        assert schemas.errors("envelope", envelope) == []
+        assert (event, key.decode()) == (envelope["event"], key_of(envelope))
+    for envelope in bench_rules.make_events(300):
+        assert schemas.errors("envelope", envelope) == []
+    assert schemas.errors("envelope", sample_envelope(1000, 1)) == []
