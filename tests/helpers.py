@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 
 async def wait_for(
@@ -86,3 +87,38 @@ def spool_rows(path: Path) -> int:
         return 0
     with sqlite3.connect(path) as db:
         return int(db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+
+
+async def read_topics(
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Read the topics from the start until ``until(records)`` holds, or fail at ``timeout``."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not until(records):
+            if loop.time() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s reading {len(records)} records from {topics}"
+                )
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records

@@ -33,6 +33,7 @@ from worker.batching import use_broker_batching
 from worker.consumer import use_gapless_consumer
 from worker.events import actions_topic, event_topic
 from worker.process.acks import DeliveryAcks
+from worker.process.batches import EventBatch, handle_in_batches
 from worker.process.engine import ActionRecordLike, RulesEngine
 from worker.process.forward import Forward, rekeyed_topic_name
 from worker.process.reload import RulesWatcher
@@ -132,6 +133,8 @@ def build_app(
     forced = asyncio.Event()
     #: The acking of each agent (see :mod:`worker.process.acks`), once it runs.
     delivery: dict[str, DeliveryAcks] = {}
+    #: The events each agent has read ahead (see :mod:`worker.process.batches`).
+    batches: dict[str, EventBatch] = {}
 
     state = app.Table("rule-state", partitions=partitions)
     seen = app.Table("seen-messages", partitions=partitions)
@@ -194,12 +197,24 @@ def build_app(
     async def consume(
         stream: Any, kind: str, evaluate: Callable[[Any], Awaitable[Sequence[Any]]]
     ) -> None:
-        """Evaluate each event of ``stream`` and emit its records; ack after delivery."""
+        """Evaluate each event of ``stream`` and emit its records; ack after delivery.
+
+        The events already waiting are read ahead and evaluated in a row
+        (:mod:`worker.process.batches`).
+        """
         stream = stream.noack()
         acks = delivery[kind] = acking(stream)
+        batch = batches[kind] = EventBatch()
+        waiting = stream.channel.queue  # the events Faust has handed over, not yet read
+
+        async def handle(event: Any) -> None:
+            # Faust's tables (the RocksDB store, the changelog's partition) route by the
+            # current event; the stream has read ahead, so it is set to the one in hand.
+            stream._set_current_event(event)
+            await acks.emit(event.message.tp, event, await evaluate(event))
+
         try:
-            async for event in stream.events():
-                await acks.emit(event.message.tp, event, await evaluate(event))
+            await handle_in_batches(stream.events(), lambda: not waiting.empty(), handle, batch)
         finally:
             await acks.stop()
 
@@ -277,6 +292,8 @@ def build_app(
     async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         for acks in delivery.values():
             acks.revoked(revoked)
+        for batch in batches.values():
+            batch.drop(revoked)
 
     # mode's signal stubs want a positional-only sender; the call is the documented one.
     app.on_rebalance_complete.connect(cast(Any, on_rebalance_complete))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.helpers import read_topics  # noqa: F401  (the ingest tests import it from here)
 from worker.config import Secret
 from worker.events import STREAMED_EVENTS
 from worker.ingest.backoff import ReconnectPolicy
@@ -69,41 +70,6 @@ def make_config(
         summary_interval=1.0,
     )
     return replace(config, **overrides)
-
-
-async def read_topics(
-    bootstrap: str,
-    topics: list[str],
-    until: Callable[[list[Any]], bool],
-    timeout: float = 30.0,
-) -> list[Any]:
-    """Read the topics from the start until ``until(records)`` holds, or fail at ``timeout``."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        metadata_max_age_ms=1000,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not until(records):
-            if loop.time() > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout:.0f}s reading {len(records)} records from {topics}"
-                )
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for batch in batches.values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def envelope(record: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from tests.helpers import read_topics
 from tests.integration.process.harness import (
     Kafka,
     WorkerProcess,
@@ -17,6 +19,7 @@ from tests.integration.process.harness import (
     new_worker,
     write_config,
 )
+from worker.events import event_topic
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +171,48 @@ async def test_two_workers_split_the_partitions_and_act_once(
     finally:
         first.stop()
         second.stop()
+
+
+async def test_events_read_ahead_keep_their_state_on_their_own_partition(
+    make_worker: Any, kafka_bootstrap: str
+) -> None:
+    # The worker reads the events already waiting and evaluates them in a row (a batch
+    # mixing both partitions); Faust's tables must still read and write each event's state
+    # on that event's partition: its RocksDB store and its changelog partition.
+    worker = make_worker(THROTTLED, "rocksdb://")
+    chats = [f"55119{n:08d}@s.whatsapp.net" for n in range(40)]
+    async with Kafka(kafka_bootstrap, worker.prefix) as kafka:
+        await kafka.produce(text("3A6B9999999999999999"))
+        await kafka.wait_for(lambda a: len(a) == 1)
+        assert worker.stop() == 0
+        texts = []
+        for round_ in range(2):
+            for n, chat in enumerate(chats):
+                message = text(f"3A6B{round_:02d}{n:014d}")
+                message["data"]["keyRemoteJid"] = chat
+                texts.append(message)
+        partitions = await kafka.produce(*texts)
+        partition_of = {
+            t["data"]["keyRemoteJid"]: p for t, p in zip(texts, partitions, strict=True)
+        }
+        assert set(partitions) == {0, 1}
+        worker.start()
+        await kafka.wait_consumed(
+            f"{worker.prefix}process", [event_topic("messages.upsert", worker.prefix)]
+        )
+        await kafka.read_all()
+    # The second round is throttled: each chat's state was found where the first wrote it.
+    replies = [a["params"]["to"] for a in kafka.by_rule("auto-reply")]
+    assert sorted(replies) == sorted([CHAT, *chats])
+    changelog = await read_topics(
+        kafka_bootstrap,
+        [f"{worker.prefix}process-rule-state-changelog"],
+        lambda records: len(records) >= len(chats) + 1,
+    )
+    throttles = {}
+    for record in changelog:
+        key, (tag, _) = orjson.loads(record.key), orjson.loads(record.value)
+        chat = key.rsplit("|", 1)[1]
+        assert record.partition == tag, f"{key} written to partition {record.partition}"
+        throttles[chat] = record.partition
+    assert {chat: throttles[chat] for chat in chats} == partition_of
