@@ -89,16 +89,11 @@ def spool_rows(path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
 
 
-async def read_topics(
-    bootstrap: str,
-    topics: list[str],
-    until: Callable[[list[Any]], bool],
-    timeout: float = 30.0,
-) -> list[Any]:
-    """Read the topics from the start until ``until(records)`` holds, or fail at ``timeout``."""
+def from_the_start(bootstrap: str, topics: list[str]) -> Any:
+    """A consumer (not started) of ``topics`` from their first records, in no group."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(
+    return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
@@ -106,6 +101,16 @@ async def read_topics(
         group_id=None,
         metadata_max_age_ms=1000,
     )
+
+
+async def read_topics(
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Read the topics from the start until ``until(records)`` holds, or fail at ``timeout``."""
+    consumer = from_the_start(bootstrap, topics)
     await consumer.start()
     records: list[Any] = []
     try:

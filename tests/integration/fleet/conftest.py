@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import from_the_start
 from worker.events import SENT_EVENTS, STREAMED_EVENTS, event_topic
 from worker.simulator import Simulator
 
@@ -337,17 +338,7 @@ async def kafka_tally(
 ) -> KafkaTally:
     """Read the event topics until ``expected`` distinct events are there (and a second
     more, to see late duplicates) or ``timeout``."""
-    from aiokafka import AIOKafkaConsumer
-
-    topics = [event_topic(e, prefix) for e in STREAMED_EVENTS]
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        metadata_max_age_ms=1000,
-    )
+    consumer = from_the_start(bootstrap, [event_topic(e, prefix) for e in STREAMED_EVENTS])
     await consumer.start()
     tally = KafkaTally()
     ids: set[str] = set()

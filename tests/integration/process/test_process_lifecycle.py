@@ -68,6 +68,17 @@ def text(key_id: str, from_me: bool = False) -> dict[str, Any]:
     )
 
 
+def two_rounds(chats: list[str]) -> list[dict[str, Any]]:
+    """A text from each chat, then a second one from each."""
+    texts = []
+    for round_ in range(2):
+        for n, chat in enumerate(chats):
+            message = text(f"3A6B{round_:02d}{n:014d}")
+            message["data"]["keyRemoteJid"] = chat
+            texts.append(message)
+    return texts
+
+
 @pytest.fixture
 def make_worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
@@ -153,13 +164,7 @@ async def test_two_workers_split_the_partitions_and_act_once(
         second.wait_for_log("Setting newly assigned partitions")
         async with Kafka(kafka_bootstrap, unique_prefix) as kafka:
             chats = [f"55119{n:08d}@s.whatsapp.net" for n in range(12)]
-            texts = []
-            for round_ in range(2):
-                for n, chat in enumerate(chats):
-                    message = text(f"3A6B{round_:02d}{n:014d}")
-                    message["data"]["keyRemoteJid"] = chat
-                    texts.append(message)
-            await kafka.produce(*texts)
+            await kafka.produce(*two_rounds(chats))
             await kafka.wait_for(lambda a: len(a) >= len(chats))
             marker = text("3EB0PERSON0000000009", from_me=True)
             await kafka.produce(marker)
@@ -185,12 +190,7 @@ async def test_events_read_ahead_keep_their_state_on_their_own_partition(
         await kafka.produce(text("3A6B9999999999999999"))
         await kafka.wait_for(lambda a: len(a) == 1)
         assert worker.stop() == 0
-        texts = []
-        for round_ in range(2):
-            for n, chat in enumerate(chats):
-                message = text(f"3A6B{round_:02d}{n:014d}")
-                message["data"]["keyRemoteJid"] = chat
-                texts.append(message)
+        texts = two_rounds(chats)
         partitions = await kafka.produce(*texts)
         partition_of = {
             t["data"]["keyRemoteJid"]: p for t, p in zip(texts, partitions, strict=True)
