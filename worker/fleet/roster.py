@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -51,6 +51,18 @@ class SubscriptionHost(Protocol):
         """Stop ``which``, or the oldest subscription of ``key`` when it is None."""
 
     def running_subscriptions(self) -> Mapping[SubscriptionKey, RunningSubscription]: ...
+
+
+async def _polled(condition: Callable[[], bool], within: float) -> None:
+    """Wait until ``condition()`` holds, for at most ``within`` seconds.
+
+    What the roster waits on (a subscription's handshake) changes without an event to wait
+    on, so it looks every 20 ms.
+    """
+    for _ in range(int(within / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
 
 
 class SubscriptionRoster:
@@ -175,17 +187,10 @@ class SubscriptionRoster:
         # reconnected after the new one opened; its socket is then the newest, so the
         # live one, and closing it would leave the key with a starved socket.
         new = self._host.start_subscription(instances[key[0]], key[1])
-        # Neither changes with an event to wait on; look every 20 ms.
-        polls = int((self._host.config.open_timeout + 1.0) / 0.02)
-        for _ in range(polls):
-            if new.opened:
-                break
-            await asyncio.sleep(0.02)
+        within = self._host.config.open_timeout + 1.0
+        await _polled(lambda: bool(new.opened), within)
         # One in mid-handshake could be the newest socket once done: let it finish.
-        for _ in range(polls):
-            if not old.handshaking:
-                break
-            await asyncio.sleep(0.02)
+        await _polled(lambda: not old.handshaking, within)
         if new.opened and old.opened > new.opened:
             log.info("%s/%s reconnected during its renewal; keeping that socket", *key)
             await self._host.stop_subscription(key, new)

@@ -29,28 +29,14 @@ from typing import Any
 BATCH_MAX = 64
 
 
-class EventBatch:
+class EventBatch(deque[Any]):
     """Events read from a stream and not yet handled, in the stream's order."""
-
-    __slots__ = ("_events",)
-
-    def __init__(self) -> None:
-        self._events: deque[Any] = deque()
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def append(self, event: Any) -> None:
-        self._events.append(event)
-
-    def popleft(self) -> Any:
-        return self._events.popleft()
 
     def drop(self, tps: Collection[Any]) -> None:
         """Forget the events of partitions taken away: their next owner reads them."""
-        kept = [event for event in self._events if event.message.tp not in tps]
-        self._events.clear()
-        self._events.extend(kept)
+        kept = [event for event in self if event.message.tp not in tps]
+        self.clear()
+        self.extend(kept)
 
 
 async def handle_in_batches(

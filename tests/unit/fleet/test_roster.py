@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tests.helpers import wait_for
 from worker.config import Secret
 from worker.fleet.assignment import subscription_partition
 from worker.fleet.config import OwnershipConfig
@@ -155,43 +156,41 @@ async def test_a_renewal_replaces_an_open_subscription_and_skips_a_reconnecting_
     assert h.running[key] is not old
 
 
-async def test_a_renewal_keeps_the_old_socket_when_it_reconnected_after_the_new_one() -> None:
-    # The gateway restarted during the renewal and the old subscription's handshake ended
-    # after the new one's: the old socket is the newest, so the live one.
+RENEWED = ("a", EVENTS[0])
+
+
+async def renew_during_a_handshake(reconnects: bool) -> tuple[FakeHost, FakeSub]:
+    """Renew a key whose old subscription is handshaking (the gateway restarted); the
+    handshake ends once the new subscription has started, with a socket if ``reconnects``.
+    Returns the host and the old subscription."""
     h = host("a")
     roster = SubscriptionRoster(h, OwnershipConfig())
     await roster.start()
-    key = ("a", EVENTS[0])
-    old = h.running[key]
-    old.handshaking = True  # reconnecting, waiting for the new one's handshake to end
-
-    async def reconnect_later() -> None:
-        while h.started.count(key) < 2:
-            await asyncio.sleep(0)
-        old.opened = h.handshake()
-        old.handshaking = False
-
-    later = asyncio.create_task(reconnect_later())
-    await roster._replace(key, old)
-    await later
-    assert h.started.count(key) == 2 and h.stopped == [key]
-    assert h.running[key] is old, "the newest socket was closed"
-
-
-async def test_a_renewal_closes_the_old_socket_when_its_reconnect_failed() -> None:
-    h = host("a")
-    roster = SubscriptionRoster(h, OwnershipConfig())
-    await roster.start()
-    key = ("a", EVENTS[0])
+    key = RENEWED
     old = h.running[key]
     old.handshaking = True
 
-    async def fail_later() -> None:
-        while h.started.count(key) < 2:
-            await asyncio.sleep(0)
-        old.handshaking = False  # no new socket: the gateway refused it
+    async def end_handshake() -> None:
+        await wait_for(lambda: h.started.count(key) == 2, timeout=5)
+        if reconnects:
+            old.opened = h.handshake()
+        old.handshaking = False
 
-    later = asyncio.create_task(fail_later())
+    later = asyncio.create_task(end_handshake())
     await roster._replace(key, old)
     await later
-    assert h.running[key] is not old and h.stopped == [key]
+    assert h.stopped == [key]
+    return h, old
+
+
+async def test_a_renewal_keeps_the_old_socket_when_it_reconnected_after_the_new_one() -> None:
+    # The old subscription's handshake ended after the new one's: the old socket is the
+    # newest, so the live one.
+    h, old = await renew_during_a_handshake(reconnects=True)
+    assert h.started.count(RENEWED) == 2
+    assert h.running[RENEWED] is old, "the newest socket was closed"
+
+
+async def test_a_renewal_closes_the_old_socket_when_its_reconnect_failed() -> None:
+    h, old = await renew_during_a_handshake(reconnects=False)
+    assert h.running[RENEWED] is not old
